@@ -1,0 +1,1 @@
+"""Edit-R1 platform library."""

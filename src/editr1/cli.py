@@ -1,0 +1,184 @@
+"""The `editr1` command line. Run `editr1 --help` for the command list.
+
+    editr1 world make --out B --pairs 300 --seed 7      # a preference batch from the synthetic world
+    editr1 batch add B [--json]                          # the `curate` stage for one batch
+    editr1 batch list | editr1 batch show BATCH_ID
+    editr1 curate --incoming storage/incoming            # add every batch found there (dvc stage)
+    editr1 demo [--storage DIR] [--seed N] [--pairs N] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from editr1.config import CurateConfig, load_config, storage_root
+
+app = typer.Typer(help="Edit-R1: train image editors with a reasoning reward model.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+world_app = typer.Typer(help="The synthetic shapes world.", no_args_is_help=True)
+batch_app = typer.Typer(help="Preference batches in the lake (the `curate` stage).", no_args_is_help=True)
+app.add_typer(world_app, name="world")
+app.add_typer(batch_app, name="batch")
+
+console = Console()
+err_console = Console(stderr=True)
+
+StorageOpt = Annotated[Path | None, typer.Option("--storage", help="Lake root (default: $EDITR1_STORAGE or storage/).")]
+ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read stage settings from.")]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+
+
+def fail(message: str) -> None:
+    """One clear line on stderr, exit status 2."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(2)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+@world_app.command("make")
+def world_make(out: Annotated[Path, typer.Option(help="Folder to write the batch into.")],
+               pairs: Annotated[int, typer.Option(help="Number of distinct pairs.")] = 300,
+               seed: Annotated[int, typer.Option(help="Random seed (same seed → identical bytes).")] = 0,
+               batch_id: Annotated[str | None, typer.Option(help="Batch id (default world-s<seed>-n<pairs>).")] = None,
+               params: ParamsOpt = Path("params.yaml"), as_json: JsonFlag = False) -> None:
+    """Writes a preference batch in the data team's format (pairs.jsonl + images/ + scene graphs)."""
+    from editr1.world import WorldConfig, write_batch
+
+    if pairs < 1:
+        fail("--pairs must be at least 1")
+    summary = write_batch(out, pairs, seed, load_config(WorldConfig, "world", params), batch_id=batch_id)
+    if as_json:
+        print_json(summary)
+    else:
+        console.print(f"wrote {summary['pairs']} pairs ({summary['rows']} judgements) to {out}")
+
+
+@world_app.command("editing")
+def world_editing(out: Annotated[Path, typer.Option(help="Folder to write the editing dataset into.")],
+                  n: Annotated[int, typer.Option(help="Number of (source, instruction, target) examples.")] = 1000,
+                  seed: int = 0, params: ParamsOpt = Path("params.yaml"), as_json: JsonFlag = False) -> None:
+    """Writes the editor's supervised dataset (targets over-edit at the configured rate)."""
+    from editr1.world import WorldConfig, write_editing_dataset
+
+    summary = write_editing_dataset(out, n, seed, load_config(WorldConfig, "world", params))
+    print_json(summary) if as_json else console.print(f"wrote {n} editing examples to {out}")
+
+
+def _print_add(summary: dict[str, Any]) -> None:
+    if summary["already_ingested"]:
+        console.print(f"batch {summary['batch_id']} was already ingested (same pairs file): added 0")
+        return
+    table = Table(title=f"batch {summary['batch_id']} → {summary['batch_key']}", show_header=False)
+    for key in ("rows", "added", "votes", "duplicates", "conflicts", "quarantined"):
+        table.add_row(key, str(summary[key]))
+    for split, count in summary["splits"].items():
+        table.add_row(f"  new pairs in {split}", str(count))
+    for reason, count in summary["quarantined_by_reason"].items():
+        table.add_row(f"  quarantined: {reason}", str(count))
+    table.add_row("seconds", f"{summary['seconds']:.2f}")
+    console.print(table)
+
+
+@batch_app.command("add")
+def batch_add(source: Annotated[str, typer.Argument(help="Batch folder or s3://bucket/prefix.")],
+              storage: StorageOpt = None, params: ParamsOpt = Path("params.yaml"),
+              batch_id: Annotated[str | None, typer.Option(help="Override the batch id.")] = None,
+              as_json: JsonFlag = False) -> None:
+    """Validates, deduplicates, splits and stores one preference batch (the `curate` stage)."""
+    from editr1.curation import add_batch
+    from editr1.curation.source import BatchError
+
+    try:
+        cfg = load_config(CurateConfig, "curate", params)
+        summary = add_batch(source, storage_root(storage), cfg, batch_id=batch_id).to_dict()
+    except (BatchError, ValueError, FileNotFoundError) as err:
+        fail(str(err))
+    print_json(summary) if as_json else _print_add(summary)
+
+
+@batch_app.command("list")
+def batch_list(storage: StorageOpt = None, as_json: JsonFlag = False) -> None:
+    """Lists the batches in the lake."""
+    from editr1.curation import list_batches
+
+    batches = list_batches(storage_root(storage))
+    if as_json:
+        print_json(batches)
+        return
+    table = Table("batch_id", "key", "added_at", "rows", "added", "quarantined")
+    for m in batches:
+        table.add_row(m["batch_id"], m["batch_key"], m.get("added_at", ""), str(m["rows"]), str(m["added"]),
+                      str(m["quarantined"]))
+    console.print(table)
+
+
+@batch_app.command("show")
+def batch_show(batch: Annotated[str, typer.Argument(help="Batch id or key.")], storage: StorageOpt = None,
+               as_json: JsonFlag = False) -> None:
+    """Shows one batch: manifest, split and label counts, quarantine reasons."""
+    from editr1.curation import show_batch
+
+    try:
+        info = show_batch(storage_root(storage), batch)
+    except KeyError as err:
+        fail(str(err.args[0]))
+    if as_json:
+        print_json(info)
+        return
+    table = Table(title=f"batch {info['batch_id']}", show_header=False)
+    for key in ("batch_key", "source", "added_at", "rows", "added", "votes", "duplicates", "conflicts", "quarantined"):
+        table.add_row(key, str(info.get(key)))
+    for section, values in info["current"].items():
+        table.add_row(section, json.dumps(values, default=str))
+    console.print(table)
+
+
+@app.command("curate")
+def curate(incoming: Annotated[Path, typer.Option(help="Folder holding batch folders.")] = Path("storage/incoming"),
+           storage: StorageOpt = None, params: ParamsOpt = Path("params.yaml"),
+           summary_json: Annotated[Path | None, typer.Option("--json", help="Write the summaries here.")] = None) -> None:
+    """Adds every batch found under --incoming, in path order (the dvc `curate` stage)."""
+    from editr1.curation import add_batch, find_batches
+
+    cfg = load_config(CurateConfig, "curate", params)
+    batches = find_batches(incoming)
+    if not batches:
+        fail(f"no batches (pairs.jsonl / pairs.parquet) under {incoming}")
+    results = [add_batch(b, storage_root(storage), cfg).to_dict() for b in batches]
+    for r in results:
+        _print_add(r)
+    if summary_json:
+        summary_json.parent.mkdir(parents=True, exist_ok=True)
+        by_key = {r["batch_key"]: r for r in results}
+        summary_json.write_text(json.dumps(by_key, indent=2, sort_keys=True) + "\n")
+
+
+@app.command("demo")
+def demo(storage: Annotated[Path, typer.Option(help="Demo lake (wiped at each run if the demo made it).")] = Path("storage/demo"),
+         seed: int = 0, pairs: Annotated[int, typer.Option(help="Pairs in the world batch.")] = 600,
+         params: ParamsOpt = Path("params.yaml"),
+         json_path: Annotated[Path | None, typer.Option("--json", help="Write the summary JSON here.")] = None) -> None:
+    """Runs the whole embedded pipeline on this CPU and prints the summary."""
+    from editr1.demo import run_demo, write_summary
+
+    try:
+        summary = run_demo(storage, seed=seed, pairs=pairs, params_path=params)
+    except FileExistsError as err:
+        fail(str(err))
+    if json_path:
+        write_summary(summary, json_path)
+    print_json(summary)
+
+
+if __name__ == "__main__":
+    app()

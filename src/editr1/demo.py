@@ -1,0 +1,55 @@
+"""The embedded pipeline on one CPU, no downloads: the synthetic world's batch → curate (later
+stages extend it). `editr1 demo` and `make demo` call `run_demo`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from editr1.config import CurateConfig, load_config
+from editr1.curation.ingest import add_batch
+from editr1.world import WorldConfig, write_batch
+
+DEMO_MARKER = ".editr1-demo"
+
+
+def prepare_demo_storage(storage: Path) -> None:
+    """Starts the demo from an empty lake. Only a folder the demo itself made is ever wiped."""
+    if storage.exists() and any(storage.iterdir()):
+        if not (storage / DEMO_MARKER).exists():
+            raise FileExistsError(f"{storage} is not empty and was not made by the demo; "
+                                  "pass an empty or new --storage folder")
+        shutil.rmtree(storage)
+    storage.mkdir(parents=True, exist_ok=True)
+    (storage / DEMO_MARKER).write_text("made by `editr1 demo`; wiped at its next run\n")
+
+
+def run_demo(storage: Path, seed: int = 0, pairs: int = 600, params_path: Path = Path("params.yaml")) -> dict[str, Any]:
+    """Runs every embedded stage in order and returns the summary (also what `--json` writes)."""
+    started = time.perf_counter()
+    storage = Path(storage)
+    prepare_demo_storage(storage)
+    world_cfg = load_config(WorldConfig, "world", params_path)
+    curate_cfg = load_config(CurateConfig, "curate", params_path)
+    summary: dict[str, Any] = {"storage": str(storage), "seed": seed}
+
+    t0 = time.perf_counter()
+    batch_dir = storage / "incoming" / f"world-s{seed}"
+    world = write_batch(batch_dir, pairs, seed, world_cfg)
+    summary["world"] = {"pairs": world["pairs"], "rows": world["rows"], "seconds": round(time.perf_counter() - t0, 3)}
+
+    added = add_batch(batch_dir, storage, curate_cfg)
+    summary["curate"] = {"added": added.added, "votes": added.votes, "duplicates": added.duplicates,
+                         "conflicts": added.conflicts, "quarantined": added.quarantined,
+                         "splits": added.splits, "seconds": round(added.seconds, 3)}
+    summary["total_seconds"] = round(time.perf_counter() - started, 3)
+    return summary
+
+
+def write_summary(summary: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
