@@ -28,7 +28,6 @@ app.add_typer(world_app, name="world")
 app.add_typer(batch_app, name="batch")
 
 console = Console()
-err_console = Console(stderr=True)
 
 StorageOpt = Annotated[Path | None, typer.Option("--storage", help="Lake root (default: $EDITR1_STORAGE or storage/).")]
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read stage settings from.")]
@@ -37,7 +36,7 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of ta
 
 def fail(message: str) -> None:
     """One clear line on stderr, exit status 2."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    sys.stderr.write(f"error: {' '.join(str(message).split())}\n")
     raise typer.Exit(2)
 
 
