@@ -52,6 +52,9 @@ class CurateConfig:
         metadata={"help": "Where image bytes go: empty = <storage>/objects, a local directory, "
                           "or s3://bucket/prefix (endpoint from s3_endpoint_url or AWS_ENDPOINT_URL)."},
     )
+    io_workers: int = field(
+        default=4, metadata={"help": "Threads that read, decode, hash and store images (I/O and decoding "
+                                     "release the GIL). 1 = sequential."})
     s3_endpoint_url: str = field(
         default="", metadata={"help": "S3 endpoint for s3:// batches and object store (empty: AWS default / env)."})
 

@@ -15,6 +15,8 @@ import json
 import re
 import time
 from collections import Counter
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +30,7 @@ from editr1.curation.ids import context_id as make_context_id
 from editr1.curation.ids import pair_id as make_pair_id
 from editr1.curation.source import BatchSource, PathRejected, RawRow
 from editr1.curation.splits import assign_splits, check_ratios
-from editr1.curation.validate import Rejected, check_fields, check_image
+from editr1.curation.validate import Rejected, RowFields, check_fields, check_image
 from editr1.lake.catalog import BATCHES_DIR, batch_dirs, connect_catalog, write_catalog_file
 from editr1.lake.objects import ObjectStore, open_object_store, sha256_hex
 from editr1.lake.remote import read_uri_bytes
@@ -78,18 +80,44 @@ class _ImageChecker:
 
     def __init__(self, source: BatchSource, store: ObjectStore, cfg: CurateConfig):
         self.source, self.store, self.cfg = source, store, cfg
-        self.cache: dict[str, str | Rejected] = {}
+        self.resolved: dict[str, str | Rejected] = {}  # image field value → location or rejection
+        self.cache: dict[str, str | Rejected] = {}  # location → sha or rejection
+
+    def _resolve(self, ref: str) -> str | Rejected:
+        hit = self.resolved.get(ref)
+        if hit is None:
+            try:
+                hit = self.source.resolve(ref)
+            except PathRejected as err:
+                hit = Rejected(err.reason, str(err))
+            except ValueError as err:
+                hit = Rejected("bad_path", str(err))
+            self.resolved[ref] = hit
+        return hit
+
+    def prefetch(self, refs: Iterable[str]) -> None:
+        """Checks and stores every distinct image once, on `cfg.io_workers` threads (decoding,
+        hashing and file I/O release the GIL; creating object files dominates on local disks)."""
+        todo = {}
+        for ref in refs:
+            loc = self._resolve(ref)
+            if isinstance(loc, str) and loc not in self.cache:
+                todo[loc] = ref
+        if self.cfg.io_workers <= 1 or len(todo) < 2:
+            for loc, ref in todo.items():
+                self.cache[loc] = self._check(ref, loc)
+            return
+        with ThreadPoolExecutor(max_workers=self.cfg.io_workers) as pool:
+            for loc, result in zip(todo, pool.map(lambda item: self._check(item[1], item[0]), todo.items())):
+                self.cache[loc] = result
 
     def sha(self, ref: str) -> str:
-        try:
-            resolved = self.source.resolve(ref)
-        except PathRejected as err:
-            raise Rejected(err.reason, str(err)) from None
-        except ValueError as err:
-            raise Rejected("bad_path", str(err)) from None
-        hit = self.cache.get(resolved)
+        loc = self._resolve(ref)
+        if isinstance(loc, Rejected):
+            raise loc
+        hit = self.cache.get(loc)
         if hit is None:
-            hit = self.cache[resolved] = self._check(ref, resolved)
+            hit = self.cache[loc] = self._check(ref, loc)
         if isinstance(hit, Rejected):
             raise hit
         return hit
@@ -150,12 +178,19 @@ def add_batch(location: str | Path, storage: Path, cfg: CurateConfig, batch_id: 
     images = _ImageChecker(source, store, cfg)
     quarantine: list[dict] = []
     votes: list[_Vote] = []
+    checked: list[tuple[RawRow, RowFields]] = []
     for raw in raw_rows:
         if raw.data is None:
             quarantine.append(_quarantine_row(batch_id, raw, raw.error or "bad_json", raw.detail or ""))
             continue
         try:
-            votes.append(_to_vote(raw, cfg, images))
+            checked.append((raw, check_fields(raw.data, cfg)))
+        except Rejected as err:
+            quarantine.append(_quarantine_row(batch_id, raw, err.reason, err.detail))
+    images.prefetch(ref for _, f in checked for ref in (f.source_image, f.edit_a, f.edit_b))
+    for raw, fields in checked:
+        try:
+            votes.append(_to_vote(raw, fields, images))
         except Rejected as err:
             quarantine.append(_quarantine_row(batch_id, raw, err.reason, err.detail))
 
@@ -200,8 +235,7 @@ def add_batch(location: str | Path, storage: Path, cfg: CurateConfig, batch_id: 
     return summary
 
 
-def _to_vote(raw: RawRow, cfg: CurateConfig, images: _ImageChecker) -> _Vote:
-    fields = check_fields(raw.data, cfg)
+def _to_vote(raw: RawRow, fields: RowFields, images: _ImageChecker) -> _Vote:
     source_sha = images.sha(fields.source_image)
     sha_a = images.sha(fields.edit_a)
     sha_b = images.sha(fields.edit_b)

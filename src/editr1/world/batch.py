@@ -82,17 +82,25 @@ def write_batch(out_dir: Path, n_pairs: int, seed: int, cfg: WorldConfig, batch_
     graph_rows: list[dict] = []
     truth_rows: list[dict] = []
     n_done = context = 0
+    seen_pairs: set[tuple[str, ...]] = set()
     while n_done < n_pairs:
         scene, spec = sample_context(rng, cfg)
         instruction = instruction_text(spec, scene, rng)
         candidates = sample_candidates(scene, spec, rng, cfg)
         images = [render_edit(c.scene, c.effects, cfg.image_size) for c in candidates]
         digests = [hashlib.sha256(png_bytes(im)).hexdigest() for im in images]
-        combos = [(i, j) for i, j in itertools.combinations(range(len(candidates)), 2) if digests[i] != digests[j]]
+        src_digest = hashlib.sha256(png_bytes(render(scene, cfg.image_size))).hexdigest()
+        # Distinct pairs by content: candidates that render to the same bytes are one image, and a
+        # context drawn twice (same source bytes + instruction) must not repeat a pair.
+        first_of = {d: i for i, d in reversed(list(enumerate(digests)))}
+        unique = sorted(first_of.values())
+        combos = [(i, j) for i, j in itertools.combinations(unique, 2)
+                  if (src_digest, instruction.casefold(), *sorted((digests[i], digests[j]))) not in seen_pairs]
         if not combos:
             continue
         take = min(cfg.pairs_per_context, len(combos), n_pairs - n_done)
         chosen = [combos[int(k)] for k in rng.permutation(len(combos))[:take]]
+        seen_pairs.update((src_digest, instruction.casefold(), *sorted((digests[i], digests[j]))) for i, j in chosen)
 
         src_path, src_sha = _save(out_dir, f"src_{context:06d}.png", render(scene, cfg.image_size))
         graph_rows.append({
