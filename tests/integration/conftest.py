@@ -57,8 +57,9 @@ def s3_endpoint():
 
 @pytest.fixture(scope="session")
 def prefect_harness():
-    """One temporary Prefect API for the whole session (its start costs ~10–17 s)."""
+    """One temporary Prefect API for the whole session (its start costs ~10–17 s on an idle machine;
+    a fresh database's migrations on a busy 2-core machine took over 30 s, Prefect's default)."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness():
+    with prefect_test_harness(server_startup_timeout=240):
         yield
