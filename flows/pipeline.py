@@ -1,4 +1,5 @@
-"""The whole embedded pipeline as one Prefect flow (stages so far: world batch → curate).
+"""The whole embedded pipeline as one Prefect flow (stages so far: world batch → curate →
+principles → coldstart).
 
     python -m flows.pipeline [--storage storage] [--seed 0] [--pairs 600]
 """
@@ -10,6 +11,7 @@ import json
 
 from prefect import flow
 
+from flows.coldstart import coldstart
 from flows.curate import curate
 from tasks.curate import world_batch_task
 
@@ -17,7 +19,8 @@ from tasks.curate import world_batch_task
 @flow(name="pipeline")
 def pipeline(storage: str = "storage", seed: int = 0, pairs: int = 600, params: str = "params.yaml") -> dict:
     world_batch_task(f"{storage}/incoming/world-s{seed}", pairs, seed, params)
-    return {"curate": curate(f"{storage}/incoming", storage, params)}
+    curated = curate(f"{storage}/incoming", storage, params)
+    return {"curate": curated, "coldstart": coldstart(storage, params)}
 
 
 if __name__ == "__main__":

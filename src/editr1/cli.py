@@ -4,6 +4,7 @@
     editr1 batch add B [--json]                          # the `curate` stage for one batch
     editr1 batch list | editr1 batch show BATCH_ID
     editr1 curate --incoming storage/incoming            # add every batch found there (dvc stage)
+    editr1 principles | editr1 coldstart                 # checklists, then teacher trajectories
     editr1 demo [--storage DIR] [--seed N] [--pairs N] [--json PATH]
 """
 
@@ -160,6 +161,56 @@ def curate(incoming: Annotated[Path, typer.Option(help="Folder holding batch fol
         summary_json.parent.mkdir(parents=True, exist_ok=True)
         by_key = {r["batch_key"]: r for r in results}
         summary_json.write_text(json.dumps(by_key, indent=2, sort_keys=True) + "\n")
+
+
+def _stage_inputs(storage: Path | None, params: Path):
+    from editr1.config import CurateConfig, TeacherConfig, WorldConfig
+    from editr1.lake.objects import open_object_store
+    from editr1.teachers.factory import build_teacher
+
+    root = storage_root(storage)
+    curate_cfg = load_config(CurateConfig, "curate", params)
+    teacher = build_teacher(load_config(TeacherConfig, "teacher", params), root, load_config(WorldConfig, "world", params))
+    return root, teacher, open_object_store(curate_cfg.object_store, root, curate_cfg.s3_endpoint_url or None)
+
+
+@app.command("principles")
+def principles(storage: StorageOpt = None, params: ParamsOpt = Path("params.yaml"),
+               summary_json: Annotated[Path | None, typer.Option("--json", help="Write the summary here.")] = None) -> None:
+    """The `principles` stage: a checklist per curated context (rrm/principles.parquet)."""
+    from editr1.coldstart import run_principles
+    from editr1.config import PrinciplesConfig
+
+    try:
+        root, teacher, store = _stage_inputs(storage, params)
+        summary = run_principles(load_config(PrinciplesConfig, "principles", params), root, teacher, store,
+                                 root / "rrm" / "principles.parquet")
+    except ValueError as err:
+        fail(str(err))
+    _emit(summary, summary_json)
+
+
+@app.command("coldstart")
+def coldstart(storage: StorageOpt = None, params: ParamsOpt = Path("params.yaml"),
+              summary_json: Annotated[Path | None, typer.Option("--json", help="Write the summary here.")] = None) -> None:
+    """The `coldstart` stage: verified teacher trajectories (rrm/trajectories.parquet)."""
+    from editr1.coldstart import run_coldstart
+    from editr1.config import ColdstartConfig
+
+    try:
+        root, teacher, store = _stage_inputs(storage, params)
+        summary = run_coldstart(load_config(ColdstartConfig, "coldstart", params), root, teacher, store,
+                                root / "rrm" / "principles.parquet", root / "rrm" / "trajectories.parquet")
+    except (ValueError, FileNotFoundError) as err:
+        fail(str(err))
+    _emit(summary, summary_json)
+
+
+def _emit(summary: dict[str, Any], path: Path | None) -> None:
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
+    print_json(summary)
 
 
 @app.command("demo")

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from editr1.teachers.params import TeacherConfig
 from editr1.world.params import WorldConfig
 
 T = TypeVar("T")
@@ -67,10 +68,43 @@ class DemoConfig:
     seed: int = field(default=0, metadata={"help": "World seed (same seed → identical batch bytes)."})
 
 
+@dataclass(frozen=True)
+class PrinciplesConfig:
+    """The `principles` stage: a checklist of ~10 yes/no principles per curated context."""
+
+    splits: tuple[str, ...] = field(
+        default=("train", "val", "test"),
+        metadata={"help": "Splits whose contexts get checklists (evaluation and GCPO need them too)."})
+    batch_size: int = field(default=32, metadata={"help": "Contexts per teacher call batch."})
+
+
+@dataclass(frozen=True)
+class ColdstartConfig:
+    """The `coldstart` stage: K teacher traces per (context, edited image), verified, one selected."""
+
+    splits: tuple[str, ...] = field(
+        default=("train", "val"), metadata={"help": "Splits whose edited images get trajectories (SFT data)."})
+    k: int = field(default=4, metadata={"help": "Candidate traces per (context, edited image)."})
+    temperature: float = field(default=1.0, metadata={"help": "Teacher sampling temperature for the candidates."})
+    min_agreement: float = field(
+        default=0.8, metadata={"help": "Accept the selected trace only if this share of its 0/1 answers "
+                                       "equals the verifier's gold labels."})
+    drop_contradicting: bool = field(
+        default=False,
+        metadata={"help": "Reject both trajectories of a human pair whose teacher scores order it the other "
+                          "way. Off in the embedded default: the SFT data then carries the teacher's rubric "
+                          "bias, which is what GCPO must correct from the human pairs (DESIGN §8)."})
+    batch_size: int = field(default=32, metadata={"help": "Quadruples per teacher call batch."})
+    max_items: int = field(default=0, metadata={"help": "Cap on (context, image) items, 0 = all (smoke runs)."})
+
+
 STAGE_CONFIGS: dict[str, type] = {
     "demo": DemoConfig,
     "world": WorldConfig,
     "curate": CurateConfig,
+    "teacher": TeacherConfig,
+    "principles": PrinciplesConfig,
+    "coldstart": ColdstartConfig,
 }
 
 

@@ -1,5 +1,5 @@
-"""The embedded pipeline on one CPU, no downloads: the synthetic world's batch → curate (later
-stages extend it). `editr1 demo` and `make demo` call `run_demo`.
+"""The embedded pipeline on one CPU, no downloads: the synthetic world's batch → curate →
+principles → coldstart (later stages extend it). `editr1 demo` and `make demo` call `run_demo`.
 """
 
 from __future__ import annotations
@@ -10,8 +10,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from editr1.config import CurateConfig, load_config
+from editr1.coldstart import run_coldstart, run_principles
+from editr1.config import ColdstartConfig, CurateConfig, PrinciplesConfig, TeacherConfig, load_config
 from editr1.curation.ingest import add_batch
+from editr1.lake.objects import open_object_store
+from editr1.teachers.factory import build_teacher
 from editr1.world import WorldConfig, write_batch
 
 DEMO_MARKER = ".editr1-demo"
@@ -46,6 +49,17 @@ def run_demo(storage: Path, seed: int = 0, pairs: int = 600, params_path: Path =
     summary["curate"] = {"added": added.added, "votes": added.votes, "duplicates": added.duplicates,
                          "conflicts": added.conflicts, "quarantined": added.quarantined,
                          "splits": added.splits, "seconds": round(added.seconds, 3)}
+    teacher_cfg = load_config(TeacherConfig, "teacher", params_path)
+    teacher = build_teacher(teacher_cfg, storage, world_cfg)
+    store = open_object_store(curate_cfg.object_store, storage, curate_cfg.s3_endpoint_url or None)
+    principles_path = storage / "rrm" / "principles.parquet"
+    checklists = run_principles(load_config(PrinciplesConfig, "principles", params_path), storage, teacher, store,
+                                principles_path)
+    summary["principles"] = {k: checklists[k] for k in ("contexts", "mean_principles", "seconds")}
+    cold = run_coldstart(load_config(ColdstartConfig, "coldstart", params_path), storage, teacher, store,
+                         principles_path, storage / "rrm" / "trajectories.parquet")
+    summary["coldstart"] = {k: cold[k] for k in ("items", "accepted", "acceptance_rate", "mean_agreement",
+                                                 "rejected_by_reason", "seconds")}
     summary["total_seconds"] = round(time.perf_counter() - started, 3)
     return summary
 

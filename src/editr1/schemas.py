@@ -60,3 +60,40 @@ CURATED_PAIR = pa.schema([
     pa.field("batch_id", pa.string()),
     pa.field("split", pa.string()),
 ])
+
+_PRINCIPLE = pa.struct([pa.field("question", pa.string()), pa.field("category", pa.string())])
+
+# `principles` stage output: one checklist per context.
+PRINCIPLES = pa.schema([
+    pa.field("context_id", pa.string(), nullable=False),
+    pa.field("source_sha", pa.string(), nullable=False),
+    pa.field("instruction", pa.string(), nullable=False),
+    pa.field("category", pa.string()),
+    pa.field("split", pa.string(), nullable=False),
+    pa.field("principles", pa.list_(_PRINCIPLE), nullable=False),
+    pa.field("teacher", pa.string(), nullable=False),
+    pa.field("prompt_version", pa.string(), nullable=False),
+])
+
+# `coldstart` stage output: one selected teacher trace per (context, edited image).
+TRAJECTORIES = pa.schema([
+    pa.field("context_id", pa.string(), nullable=False),
+    pa.field("source_sha", pa.string(), nullable=False),
+    pa.field("edited_sha", pa.string(), nullable=False),
+    pa.field("instruction", pa.string(), nullable=False),
+    pa.field("category", pa.string()),
+    pa.field("split", pa.string(), nullable=False),
+    pa.field("principles", pa.list_(_PRINCIPLE), nullable=False),
+    pa.field("text", pa.string(), nullable=False),  # the selected trace: reasoning, JSON, <score>
+    pa.field("score", pa.float64()),  # parsed final score of the selected trace
+    pa.field("principle_scores", pa.list_(pa.int8())),  # the trace's 0/1 answers
+    pa.field("gold", pa.list_(pa.int8())),  # the verifier's 0/1 labels
+    pa.field("agreement", pa.float64()),  # share of answers equal to gold
+    pa.field("candidates", pa.int32()),  # K
+    pa.field("selected_index", pa.int32()),
+    pa.field("accepted", pa.bool_()),
+    pa.field("reject_reason", pa.string()),  # null when accepted
+    pa.field("teacher", pa.string(), nullable=False),
+    pa.field("prompt_version", pa.string(), nullable=False),
+    pa.field("prompt_hash", pa.string(), nullable=False),
+])

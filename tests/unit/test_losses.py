@@ -1,0 +1,345 @@
+"""editr1.training.losses on tiny literal tensors; every expected value is worked out by hand in
+the comments (torchtune style: literal tensors in, assert_close against the hand result)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from editr1.training.losses import (
+    IGNORE_INDEX,
+    build_sft_labels,
+    flow_sde_step_mean,
+    gaussian_kl_equal_std,
+    gaussian_logprob,
+    gcpo_loss,
+    gcpo_rewards,
+    grpo_advantages,
+    group_advantages,
+    k3_kl,
+    mean_advantage_over_length,
+    ppo_clip_token_loss,
+    sft_token_loss,
+)
+
+torch.set_num_threads(1)
+NAN = float("nan")
+
+
+def t(values, dtype=torch.float64) -> torch.Tensor:
+    return torch.tensor(values, dtype=dtype)
+
+
+# --------------------------------------------------------------------------- SFT
+
+
+def test_build_sft_labels_masks_outside_completion():
+    input_ids = torch.tensor([[11, 12, 13, 14], [21, 22, 23, 0]])
+    completion = torch.tensor([[0, 0, 1, 1], [0, 1, 1, 0]])  # row 2: last token is padding
+    labels = build_sft_labels(input_ids, completion)
+    assert labels.tolist() == [[-100, -100, 13, 14], [-100, 22, 23, -100]]
+    with pytest.raises(ValueError):
+        build_sft_labels(input_ids, completion[:, :3])
+
+
+def test_sft_token_loss_by_hand_with_shift_and_mask():
+    # One sequence of 4 tokens, vocabulary 3. labels aligned with input_ids: [-100, -100, 2, 0].
+    # After the shift, logits[t] predicts labels[t+1]:
+    #   t=0 -> labels[1] = -100 (masked)
+    #   t=1 -> labels[2] = 2, logits [1, 0, 2]: log p(2) = 2 - log(e^1 + e^0 + e^2) = 2 - log(1 + e + e^2)
+    #   t=2 -> labels[3] = 0, logits [0, 0, 0]: log p(0) = -log 3
+    #   t=3 -> nothing (no label after the last token)
+    # loss = mean over the 2 targets = ( (log(1 + e + e^2) - 2) + log 3 ) / 2
+    logits = t([[[5, 5, 5], [1, 0, 2], [0, 0, 0], [9, 0, 0]]], torch.float32).requires_grad_()
+    labels = torch.tensor([[IGNORE_INDEX, IGNORE_INDEX, 2, 0]])
+    e = math.e
+    expected = ((math.log(1 + e + e**2) - 2) + math.log(3)) / 2
+    loss = sft_token_loss(logits, labels)
+    assert_close(loss, torch.tensor(expected, dtype=torch.float32))
+    loss.backward()
+    # positions 0 and 3 predict no supervised token: no gradient reaches them
+    assert torch.all(logits.grad[0, 0] == 0) and torch.all(logits.grad[0, 3] == 0)
+    # at t=2 the gradient is (softmax - onehot) / 2 = ([1/3, 1/3, 1/3] - [1, 0, 0]) / 2
+    assert_close(logits.grad[0, 2], t([-1 / 3, 1 / 6, 1 / 6], torch.float32))
+
+
+def test_sft_token_loss_is_token_weighted_across_the_batch():
+    # Row A has 1 target, row B has 3 (label 1 at t=1 is predicted by logits[:, 0], etc.):
+    #   row A target: logits [0, 0, 0] -> CE = log 3
+    #   row B targets: logits [100, 0, 0] on label 0 -> CE = log(1 + 2 e^-100) = 0 in float32
+    #   token mean = (log 3 + 0 + 0 + 0)/4; a row mean would be (log 3 + 0)/2.
+    logits = torch.zeros(2, 4, 3)
+    logits[1, :3, 0] = 100.0
+    labels = torch.tensor([[IGNORE_INDEX, 1, IGNORE_INDEX, IGNORE_INDEX], [IGNORE_INDEX, 0, 0, 0]])
+    assert_close(sft_token_loss(logits, labels), torch.tensor(math.log(3) / 4))
+
+
+def test_sft_token_loss_refuses_a_batch_without_targets():
+    with pytest.raises(ValueError, match="no supervised token"):
+        # the only label is at position 0, which nothing predicts
+        sft_token_loss(torch.zeros(1, 3, 4), torch.tensor([[1, IGNORE_INDEX, IGNORE_INDEX]]))
+
+
+# --------------------------------------------------------------------------- GCPO rewards
+
+
+def test_gcpo_rewards_with_a_tie_by_hand():
+    # tau_w = [7, 5, 5], tau_l = [5, 3, 8], N = 3.
+    # r_w[j] = 1/3 * sum_k 1[tau_w[j] > tau_l[k]]
+    #   j=1 (7): 7>5 1, 7>3 1, 7>8 0 -> 2/3
+    #   j=2 (5): 5>5 0 (tie), 5>3 1, 5>8 0 -> 1/3
+    #   j=3 (5): same as j=2 -> 1/3
+    # r_l[j] = 1/3 * sum_k 1[tau_l[j] < tau_w[k]]
+    #   j=1 (5): 5<7 1, 5<5 0 (tie), 5<5 0 -> 1/3
+    #   j=2 (3): 3<7 1, 3<5 1, 3<5 1 -> 1
+    #   j=3 (8): 8<7 0, 8<5 0, 8<5 0 -> 0
+    # A_w = r_w - mean(r_w), mean = (2/3 + 1/3 + 1/3)/3 = 4/9 -> [2/9, -1/9, -1/9]
+    # A_l = r_l - mean(r_l), mean = (1/3 + 1 + 0)/3 = 4/9 -> [-1/9, 5/9, -4/9]
+    r_w, r_l = gcpo_rewards(t([7, 5, 5]), t([5, 3, 8]))
+    assert_close(r_w, t([2 / 3, 1 / 3, 1 / 3]))
+    assert_close(r_l, t([1 / 3, 1, 0]))
+    assert_close(group_advantages(r_w), t([2 / 9, -1 / 9, -1 / 9]))
+    assert_close(group_advantages(r_l), t([-1 / 9, 5 / 9, -4 / 9]))
+
+
+def test_gcpo_rewards_parse_failures_always_lose():
+    # tau_w = [6, NaN, 2], tau_l = [4, 7, NaN]; a failed trace gets 0 and counts as beaten.
+    # r_w: j=1 (6): 6>4 1, 6>7 0, vs failed 1 -> 2/3
+    #      j=2 (NaN): 0
+    #      j=3 (2): 2>4 0, 2>7 0, vs failed 1 -> 1/3
+    # r_l: j=1 (4): 4<6 1, vs failed 1, 4<2 0 -> 2/3
+    #      j=2 (7): 7<6 0, vs failed 1, 7<2 0 -> 1/3
+    #      j=3 (NaN): 0
+    # A_w: mean 1/3 -> [1/3, -1/3, 0]; A_l: mean 1/3 -> [1/3, 0, -1/3]
+    r_w, r_l = gcpo_rewards(t([6, NAN, 2]), t([4, 7, NAN]))
+    assert_close(r_w, t([2 / 3, 0, 1 / 3]))
+    assert_close(r_l, t([2 / 3, 1 / 3, 0]))
+    assert_close(group_advantages(r_w), t([1 / 3, -1 / 3, 0]))
+    assert_close(group_advantages(r_l), t([1 / 3, 0, -1 / 3]))
+    # all failed: no one wins anything
+    r_w, r_l = gcpo_rewards(t([NAN, NAN]), t([NAN, NAN]))
+    assert_close(r_w, t([0.0, 0.0]))
+    assert_close(r_l, t([0.0, 0.0]))
+    # a failure on the rejected side scores 0, never the "low score is good" reward a fallback of 0
+    # would give it: vs tau_w = [9, 9], tau_l = [NaN, 0] -> r_l = [0, 1]
+    _, r_l = gcpo_rewards(t([9, 9]), t([NAN, 0]))
+    assert_close(r_l, t([0, 1]))
+
+
+def test_gcpo_rewards_batched_equals_looped():
+    g = torch.Generator().manual_seed(0)
+    tau_w = torch.randint(0, 4, (5, 4), generator=g).double()  # small range: many ties
+    tau_l = torch.randint(0, 4, (5, 4), generator=g).double()
+    tau_w[1, 2] = NAN
+    tau_l[3, 0] = NAN
+    r_w, r_l = gcpo_rewards(tau_w, tau_l)
+    assert r_w.shape == r_l.shape == (5, 4)
+    for p in range(5):
+        rw_p, rl_p = gcpo_rewards(tau_w[p], tau_l[p])
+        assert_close(r_w[p], rw_p)
+        assert_close(r_l[p], rl_p)
+        # and against the definition written as loops
+        for j in range(4):
+            w, l = tau_w[p, j].item(), tau_l[p, j].item()
+            exp_w = 0.0 if math.isnan(w) else sum(
+                (math.isnan(x) or w > x) for x in tau_l[p].tolist()) / 4
+            exp_l = 0.0 if math.isnan(l) else sum(
+                (math.isnan(x) or l < x) for x in tau_w[p].tolist()) / 4
+            assert r_w[p, j].item() == pytest.approx(exp_w) and r_l[p, j].item() == pytest.approx(exp_l)
+    assert_close(group_advantages(r_w)[2], group_advantages(r_w[2]))
+    with pytest.raises(ValueError):
+        gcpo_rewards(tau_w, tau_l[:, :3])
+
+
+def test_grpo_advantages_population_std_and_constant_groups():
+    # r = [1, 2, 3, 4]: mean 2.5, population variance (2.25 + .25 + .25 + 2.25)/4 = 1.25
+    # A = (r - 2.5) / (sqrt(1.25) + 1e-4)
+    denom = math.sqrt(1.25) + 1e-4
+    assert_close(grpo_advantages(t([1, 2, 3, 4])), t([-1.5, -0.5, 0.5, 1.5]) / denom)
+    # a constant group is exactly zero (its mean 0.1 rounds, so (r - mean)/eps would not be)
+    assert torch.equal(grpo_advantages(t([0.1, 0.1, 0.1])), t([0.0, 0.0, 0.0]))
+    assert torch.equal(grpo_advantages(t([3.0])), t([0.0]))
+    # batched over prompt groups equals per group
+    rewards = t([[1, 2, 3, 4], [0.1, 0.1, 0.1, 0.1], [0, 0, 1, 0]])
+    batched = grpo_advantages(rewards)
+    for i in range(3):
+        assert_close(batched[i], grpo_advantages(rewards[i]))
+    # [0, 0, 1, 0]: mean 1/4, var (3 * 1/16 + 9/16)/4 = 3/16, A[2] = (3/4)/(sqrt(3)/4 + 1e-4)
+    assert_close(batched[2, 2], torch.tensor(0.75 / (math.sqrt(3) / 4 + 1e-4), dtype=torch.float64))
+    with pytest.raises(ValueError):
+        grpo_advantages(t([1.0, NAN]))
+
+
+# --------------------------------------------------------------------------- PPO clip, KL
+
+
+def _ppo_example():
+    # eps = 0.2, logp_old = 0 so ratio = exp(logp_new).
+    # trace 0, A = +2, ratios [1.1, 1.5, 9.0], third token masked out:
+    #   1.1: min(2.2, clip 1.1 * 2 = 2.2) = 2.2
+    #   1.5: min(3.0, 1.2 * 2 = 2.4) = 2.4   <- clipped (A > 0, ratio > 1.2)
+    #   per-trace mean = (2.2 + 2.4)/2 = 2.3
+    # trace 1, A = -1, ratios [0.5, 1.1, 1.5], all masked in:
+    #   0.5: min(-0.5, 0.8 * -1 = -0.8) = -0.8  <- clipped (A < 0, ratio < 0.8)
+    #   1.1: min(-1.1, -1.1) = -1.1
+    #   1.5: min(-1.5, 1.2 * -1 = -1.2) = -1.5  (pessimistic side: not clipped, gradient flows)
+    #   per-trace mean = -3.4/3
+    # loss = -(2.3 - 3.4/3)/2 = -(6.9 - 3.4)/6 = -3.5/6 = -7/12
+    ratios = t([[1.1, 1.5, 9.0], [0.5, 1.1, 1.5]])
+    logp_new = ratios.log().requires_grad_()
+    logp_old = torch.zeros(2, 3, dtype=torch.float64)
+    adv = t([2.0, -1.0])
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    return logp_new, logp_old, adv, mask
+
+
+def test_ppo_clip_token_loss_by_hand():
+    logp_new, logp_old, adv, mask = _ppo_example()
+    loss, stats = ppo_clip_token_loss(logp_new, logp_old, adv, mask, clip_eps=0.2)
+    assert_close(loss, torch.tensor(-7 / 12, dtype=torch.float64))
+    # clipped tokens: trace 0 token 1 and trace 1 token 0 -> 2 of 5 masked tokens
+    assert stats["clip_fraction"] == pytest.approx(2 / 5)
+    # mean ratio over the 5 masked tokens: (1.1 + 1.5 + 0.5 + 1.1 + 1.5)/5 = 5.7/5
+    assert stats["ratio"] == pytest.approx(5.7 / 5)
+    masked = [1.1, 1.5, 0.5, 1.1, 1.5]
+    assert stats["approx_kl"] == pytest.approx(sum(r - 1 - math.log(r) for r in masked) / 5)
+    assert stats["abs_log_ratio"] == pytest.approx(sum(abs(math.log(r)) for r in masked) / 5)
+    loss.backward()
+    # d loss / d logp = -(1/B)(1/L_i) * ratio * A on unclipped tokens, 0 on clipped or masked ones:
+    #   trace 0: [-(1/2)(1/2)(1.1 * 2), 0, 0] = [-0.55, 0, 0]
+    #   trace 1: [0, -(1/2)(1/3)(1.1 * -1), -(1/2)(1/3)(1.5 * -1)] = [0, 1.1/6, 0.25]
+    assert_close(logp_new.grad, t([[-0.55, 0, 0], [0, 1.1 / 6, 0.25]]))
+
+
+def test_ppo_clip_at_the_sampling_policy():
+    # logp_new == logp_old: ratio 1 everywhere, loss = -mean(A), nothing clipped, KL 0
+    logp = t([[-1.0, -2.0], [-0.5, -3.0]])
+    loss, stats = ppo_clip_token_loss(logp, logp.clone(), t([0.5, -1.5]), torch.ones(2, 2), clip_eps=0.2)
+    assert_close(loss, torch.tensor(0.5, dtype=torch.float64))  # -(0.5 - 1.5)/2
+    assert stats == {"clip_fraction": 0.0, "ratio": 1.0, "approx_kl": 0.0, "abs_log_ratio": 0.0}
+    with pytest.raises(ValueError, match="at least one masked token"):
+        ppo_clip_token_loss(logp, logp, t([1.0, 1.0]), torch.tensor([[1, 1], [0, 0]]), clip_eps=0.2)
+
+
+def test_k3_kl_two_tokens_by_hand():
+    # trace 0: logp = [0, 0], logp_ref = [ln 2, -ln 2], d = logp_ref - logp
+    #   d = ln 2:  e^d - d - 1 = 2 - ln 2 - 1 = 1 - ln 2
+    #   d = -ln 2: 1/2 + ln 2 - 1 = ln 2 - 1/2
+    #   mean = (1 - ln 2 + ln 2 - 1/2)/2 = 1/4
+    # trace 1: first token d = 0 -> 0; second token masked (d = 5 would be e^5 - 6)
+    #   mean = 0
+    # k3 = (1/4 + 0)/2 = 1/8
+    logp = torch.zeros(2, 2, dtype=torch.float64)
+    logp_ref = t([[math.log(2), -math.log(2)], [0.0, 5.0]])
+    mask = torch.tensor([[1, 1], [1, 0]])
+    assert_close(k3_kl(logp, logp_ref, mask), torch.tensor(1 / 8, dtype=torch.float64))
+    assert_close(k3_kl(logp, logp.clone(), mask), torch.tensor(0.0, dtype=torch.float64))
+
+
+def test_gcpo_loss_adds_beta_k3_and_checks_the_reference():
+    logp_new, logp_old, adv, mask = _ppo_example()
+    logp_ref = t([[-0.1, 0.2, 3.0], [0.0, -0.3, 0.1]])
+    policy, _ = ppo_clip_token_loss(logp_new, logp_old, adv, mask, clip_eps=0.2)
+    kl = k3_kl(logp_new, logp_ref, mask)
+    loss, stats = gcpo_loss(logp_new, logp_old, logp_ref, adv, mask, clip_eps=0.2, beta=0.1)
+    assert_close(loss, policy + 0.1 * kl)
+    assert stats["kl"] == pytest.approx(kl.item()) and stats["policy_loss"] == pytest.approx(-7 / 12)
+    # beta = 0: the policy loss alone; the KL is still reported when a reference is given
+    loss0, stats0 = gcpo_loss(logp_new, logp_old, logp_ref, adv, mask, clip_eps=0.2, beta=0.0)
+    assert_close(loss0, policy)
+    assert stats0["kl"] == pytest.approx(kl.item())
+    loss_none, stats_none = gcpo_loss(logp_new, logp_old, None, adv, mask, clip_eps=0.2, beta=0.0)
+    assert_close(loss_none, policy)
+    assert "kl" not in stats_none
+    with pytest.raises(ValueError, match="needs logp_ref"):
+        gcpo_loss(logp_new, logp_old, None, adv, mask, clip_eps=0.2, beta=0.02)
+
+
+def test_mean_advantage_over_length_by_hand():
+    # A = [2, -1], L = [2, 3] -> (2/2 + (-1)/3)/2 = (1 - 1/3)/2 = 1/3
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    assert_close(mean_advantage_over_length(t([2.0, -1.0]), mask), torch.tensor(1 / 3, dtype=torch.float64))
+
+
+# --------------------------------------------------------------------------- editor SDE
+
+
+def test_flow_sde_step_on_scalars_by_hand():
+    # sigma = 0.5, sigma_next = 0.25, a = 0.5 -> dt = -0.25, std_t = 0.5 * sqrt(0.5/0.5) = 0.5
+    # coef_x = 1 + 0.25/(2 * 0.5) * (-0.25) = 1 - 0.0625 = 0.9375
+    # coef_v = (1 + 0.25 * 0.5/(2 * 0.5)) * (-0.25) = 1.125 * -0.25 = -0.28125
+    # x = 2, v = 4: mean = 1.875 - 1.125 = 0.75; std = 0.5 * sqrt(0.25) = 0.25
+    mean, std = flow_sde_step_mean(t([[2.0]]), t([[4.0]]), 0.5, 0.25, noise_level=0.5)
+    assert_close(mean, t([[0.75]]))
+    assert_close(std, torch.tensor(0.25, dtype=torch.float64))
+    # a = 0: the Euler step of the ODE, x + v * dt = 2 - 1 = 1, std 0
+    mean, std = flow_sde_step_mean(t([[2.0]]), t([[4.0]]), 0.5, 0.25, noise_level=0.0)
+    assert_close(mean, t([[1.0]]))
+    assert_close(std, torch.tensor(0.0, dtype=torch.float64))
+
+
+def test_flow_sde_step_rejects_sigma_one_and_bad_steps():
+    x = torch.zeros(1, 2)
+    with pytest.raises(ValueError, match="divides by zero"):
+        flow_sde_step_mean(x, x, 1.0, 0.9, noise_level=0.7)
+    with pytest.raises(ValueError, match="sigma_next < sigma"):
+        flow_sde_step_mean(x, x, 0.5, 0.5, noise_level=0.7)
+    with pytest.raises(ValueError, match="> 0"):
+        flow_sde_step_mean(x, x, 0.0, 0.0, noise_level=0.7)
+    with pytest.raises(ValueError, match="divides by zero"):
+        flow_sde_step_mean(x, x, torch.tensor([[0.5], [1.0]]), 0.2, noise_level=0.7)
+
+
+def test_flow_sde_step_per_sample_sigmas_equal_looped():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 2, 4, 4, generator=g, dtype=torch.float64)
+    v = torch.randn(3, 2, 4, 4, generator=g, dtype=torch.float64)
+    sigmas, nexts = [0.9, 0.6, 0.3], [0.6, 0.3, 0.0]
+    mean, std = flow_sde_step_mean(x, v, t(sigmas).view(3, 1, 1, 1), t(nexts).view(3, 1, 1, 1), 0.7)
+    assert std.shape == (3, 1, 1, 1)
+    for i in range(3):
+        m_i, s_i = flow_sde_step_mean(x[i : i + 1], v[i : i + 1], sigmas[i], nexts[i], 0.7)
+        assert_close(mean[i : i + 1], m_i)
+        assert_close(std[i, 0, 0, 0], s_i)
+
+
+def test_gaussian_logprob_matches_torch_normal_and_hand_value():
+    # x = 1, mean = 0, std = 1: -1/2 - log sqrt(2 pi)
+    assert_close(gaussian_logprob(t([[1.0]]), t([[0.0]]), 1.0), t([-0.5 - 0.5 * math.log(2 * math.pi)]))
+    # x = [1, 3], mean = [0, 0], std = 2: elements -1/8 - log 2 - c and -9/8 - log 2 - c, mean:
+    #   -5/8 - log 2 - c
+    c = 0.5 * math.log(2 * math.pi)
+    assert_close(gaussian_logprob(t([[1.0, 3.0]]), t([[0.0, 0.0]]), 2.0), t([-5 / 8 - math.log(2) - c]))
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 3, 4, generator=g, dtype=torch.float64)
+    mu = torch.randn(2, 3, 4, generator=g, dtype=torch.float64)
+    expected = torch.distributions.Normal(mu, 0.7).log_prob(x).mean(dim=(1, 2))
+    assert_close(gaussian_logprob(x, mu, 0.7), expected)
+    std = t([0.3, 1.2]).view(2, 1, 1)
+    expected = torch.distributions.Normal(mu, std.expand_as(mu)).log_prob(x).mean(dim=(1, 2))
+    assert_close(gaussian_logprob(x, mu, std), expected)
+
+
+def test_gaussian_kl_equal_std_by_hand_and_vs_torch():
+    # mu = [1, 3], mu_ref = [0, 1], std = 2: ((1^2 + 2^2)/2) / (2 * 4) = 2.5/8 = 0.3125
+    assert_close(gaussian_kl_equal_std(t([[1.0, 3.0]]), t([[0.0, 1.0]]), 2.0), t([0.3125]))
+    g = torch.Generator().manual_seed(3)
+    mu = torch.randn(2, 5, generator=g, dtype=torch.float64)
+    mu_ref = torch.randn(2, 5, generator=g, dtype=torch.float64)
+    p, q = torch.distributions.Normal(mu, 0.4), torch.distributions.Normal(mu_ref, 0.4)
+    assert_close(gaussian_kl_equal_std(mu, mu_ref, 0.4), torch.distributions.kl_divergence(p, q).mean(dim=1))
+
+
+def test_editor_math_runs_in_float32_for_bf16_inputs():
+    # sigma = 0.9 is 0.8984375 in bfloat16; the step must not round it
+    x = torch.ones(1, 4, dtype=torch.bfloat16)
+    mean, std = flow_sde_step_mean(x, x, 0.9, 0.6, noise_level=0.7)
+    ref_mean, ref_std = flow_sde_step_mean(x.double(), x.double(), 0.9, 0.6, noise_level=0.7)
+    assert mean.dtype == torch.float32 and std.dtype == torch.float32
+    assert_close(mean, ref_mean.float())  # float32 tolerance; bf16 sigmas would be off by ~1e-2
+    assert_close(std, ref_std.float())
+    assert gaussian_logprob(x, x, 0.5).dtype == torch.float32
+    assert gaussian_kl_equal_std(x, x, 0.5).dtype == torch.float32
