@@ -12,7 +12,7 @@ from editr1.config import ColdstartConfig, CurateConfig, PrinciplesConfig, Teach
 from editr1.lake.objects import open_object_store
 from editr1.teachers.factory import build_teacher
 from tasks.retry import retry_on_io
-from tasks.tracking import log_metrics, stage_run
+from editr1ops.tracking import log_metrics, stage_run
 
 
 def _file_hash(path: Path) -> str:

@@ -10,7 +10,7 @@ from editr1.config import CurateConfig, WorldConfig, config_to_dict, load_config
 from editr1.curation import add_batch, find_batches
 from editr1.world import write_batch
 from tasks.retry import retry_on_io
-from tasks.tracking import log_metrics, stage_run
+from editr1ops.tracking import log_metrics, stage_run
 
 
 @task(name="find-batches")

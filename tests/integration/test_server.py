@@ -9,6 +9,7 @@ Run: HF_HUB_OFFLINE=1 .venv/bin/python -m pytest tests/integration/test_server.p
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -22,11 +23,13 @@ import pytest
 import torch
 import uvicorn
 from PIL import Image
-
 from editr1.models import tiny_rrm
 from editr1.rrm.items import Context, Quadruple
 from editr1.rrm.principles import Principle, generic_principles
+from fastapi.testclient import TestClient
+
 from editr1.serve.app import create_app
+from editr1.serve.batcher import ModelRunner, ScoreBatcher
 from editr1.serve.client import RewardClient, RewardItem, RewardServerError
 from editr1.teachers.hf_teacher import HFTeacher
 from editr1.teachers.openai_teacher import OpenAITeacher, TeacherError, TeacherOutputError, image_data_url
@@ -208,6 +211,9 @@ def test_garbage_gets_clear_4xx(server):
         json.dumps({"items": [{**good, "principles": [{"question": "Q?"}]}]}),
         json.dumps({"items": [{**good, "principles": "Is it blue?"}]}),
         json.dumps({"items": [good] * (MAX_ITEMS + 1)}),
+        json.dumps({"items": [{**good, "instruction": " \n "}]}),
+        json.dumps({"items": [{**good, "instruction": "x" * 4000,
+                               "principles": [{"question": f"Q{i} " + "y" * 400, "category": "keep"} for i in range(20)]}]}),
     ]
     chat_bodies = [
         json.dumps({"messages": []}), json.dumps({"model": "m"}),
@@ -251,3 +257,54 @@ def test_hf_teacher_on_the_tiny_model(tmp_path):
     with pytest.raises(TeacherOutputError, match="no valid answer after 2 attempts"):
         teacher.principles([quad(0).context])  # an untrained model writes no checklist
     assert teacher.usage.invalid_outputs == 2
+
+
+def test_batcher_isolates_a_failing_item_and_never_overlaps_model_calls():
+    lock, active, sizes = threading.Lock(), [0, 0], []
+
+    def fn(items: list[str]) -> list[str]:
+        with lock:
+            active[0] += 1
+            active[1] = max(active)
+        time.sleep(0.01)
+        with lock:
+            active[0] -= 1
+        if "bad" in items:
+            raise ValueError("bad item")
+        sizes.append(len(items))
+        return [x.upper() for x in items]
+
+    async def main():
+        runner = ModelRunner()
+        batcher = ScoreBatcher(fn, runner, max_batch=4, max_wait_ms=20)
+        batcher.start()
+        requests = [["a", "b"], ["c", "bad"], ["d"], ["e", "f", "g"], ["h"]]
+        out = await asyncio.gather(*(batcher.submit(r) for r in requests), return_exceptions=True)
+        await batcher.stop()
+        runner.close()
+        return out, batcher.stats
+
+    out, stats = asyncio.run(main())
+    assert out[0] == ["A", "B"] and out[2] == ["D"] and out[3] == ["E", "F", "G"] and out[4] == ["H"]
+    assert isinstance(out[1], ValueError)
+    assert active[1] == 1 and max(sizes) <= 4 and stats.largest >= 2 and stats.item_errors == 1
+
+
+def test_principles_fn_writes_missing_checklists(tmp_path):
+    model, processor = tiny_rrm(corpus(), tmp_path / "rrm")
+    seen = []
+
+    def principles_fn(instruction: str, source: Image.Image) -> list[Principle]:
+        if instruction == "fail":
+            raise ValueError("cannot write principles for that")
+        seen.append(source.size)
+        return [Principle(f"Was '{instruction}' done?", "follow"), Principle("Is it clean?", "quality")]
+
+    app = create_app(model, processor, principles_fn=principles_fn, max_new_tokens=4)
+    item = {"source_image": image_data_url(quad(0).source), "edited_image": image_data_url(quad(0).edited)}
+    with TestClient(app) as http:
+        out = http.post("/v1/score", json={"items": [{**item, "instruction": "paint it"}]}).json()
+        assert [p["question"] for p in out["results"][0]["principles"]] == ["Was 'paint it' done?", "Is it clean?"]
+        assert seen == [(56, 56)]
+        bad = http.post("/v1/score", json={"items": [{**item, "instruction": "fail"}]})
+        assert bad.status_code == 422 and "cannot write principles" in bad.json()["error"]["message"]

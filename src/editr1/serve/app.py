@@ -2,7 +2,7 @@
 machines (DESIGN §7), and an OpenAI-compatible chat endpoint, so the RRM (or any local VLM) can
 answer the `openai` teacher.
 
-    GET  /health                 {"status": "ok", "model": name, ...batch counters}
+    GET  /health                 {"status": "ok", "model": name, ...batch counters}   (no token needed)
     POST /v1/score               {"items": [{"source_image", "edited_image", "instruction", "principles"?}]}
                                  -> {"results": [{"score", "parse_ok", "principles", "reasoning"}]}
     POST /v1/chat/completions    OpenAI chat.completion (text parts + image_url data URLs)
@@ -25,8 +25,8 @@ import argparse
 import asyncio
 import base64
 import binascii
-import io
 import hmac
+import io
 import json
 import logging
 import os
@@ -39,10 +39,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-import torch
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException
@@ -52,7 +52,7 @@ from editr1.models.rrm import generate_ids
 from editr1.models.tokenizer import ENDOFTEXT, IM_END
 from editr1.rrm.items import Context, Quadruple
 from editr1.rrm.principles import Principle, generic_principles
-from editr1.rrm.scoring import Scored, score
+from editr1.rrm.scoring import READOUTS, Scored, score
 from editr1.serve.batcher import ModelRunner, ScoreBatcher
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,10 @@ log = logging.getLogger(__name__)
 TOKEN_ENV = "EDITR1_REWARD_TOKEN"
 MAX_PRINCIPLES = 32
 MAX_TEXT_CHARS = 4000
+MAX_QUESTION_CHARS = 500
+# Bounds the RRM prompt of one item (instruction + questions), so that no request can make the
+# model attend over an enormous prompt.
+MAX_PROMPT_CHARS = 8000
 
 PrinciplesFn = Callable[[str, Image.Image], list[Principle]]
 
@@ -72,7 +76,7 @@ class _Strict(BaseModel):
 
 
 class PrincipleIn(_Strict):
-    question: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
+    question: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS)
     category: str
 
 
@@ -294,9 +298,13 @@ def create_app(
     (default `generic_principles`). Chat requests are capped at ``max_chat_tokens`` new tokens
     and ``max_chat_n`` choices.
     """
-    name = model_name or getattr(model, "name_or_path", "") or "editr1-rrm"
+    if readout not in READOUTS:
+        raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
+    if min(max_batch, max_items, max_request_bytes, max_new_tokens, max_chat_tokens, max_chat_n) < 1:
+        raise ValueError("max_batch, max_items, max_request_bytes, max_new_tokens, max_chat_tokens, max_chat_n must be >= 1")
+    name = model_name or model.name_or_path or "editr1-rrm"
     runner = ModelRunner()
-    model.eval()
+    model.eval()  # chat generation does not switch modes itself
 
     def score_quads(quads: list[Quadruple]) -> list[Scored]:
         return score(model, processor, quads, batch_size=max_batch, readout=readout, max_new_tokens=max_new_tokens)
@@ -339,6 +347,12 @@ def create_app(
     def build_quads(items: Sequence[ScoreItemIn]) -> list[Quadruple]:
         quads = []
         for i, item in enumerate(items):
+            if not item.instruction.strip():
+                raise HTTPException(422, f"items.{i}.instruction: empty")
+            prompt_chars = len(item.instruction) + sum(len(p.question) for p in item.principles or ())
+            if prompt_chars > MAX_PROMPT_CHARS:
+                raise HTTPException(422, f"items.{i}: instruction and questions hold {prompt_chars} characters, "
+                                         f"more than {MAX_PROMPT_CHARS}")
             source = decode_image(item.source_image, f"items.{i}.source_image", image_limits)
             edited = decode_image(item.edited_image, f"items.{i}.edited_image", image_limits)
             principles: tuple[Principle, ...] = ()
@@ -358,6 +372,8 @@ def create_app(
                     made = (principles_fn or (lambda text, _: generic_principles(text)))(quad.instruction, quad.source)
                 except ValueError as exc:
                     raise HTTPException(422, f"items.{i}: no principles could be written: {exc}") from None
+                if not made or not all(isinstance(p, Principle) for p in made):
+                    raise TypeError(f"principles_fn returned {made!r}, not a non-empty list of Principle")
                 quad = Quadruple(quad.context, quad.edited, tuple(made))
             filled.append(quad)
         return filled
@@ -368,9 +384,10 @@ def create_app(
         if len(req.items) > max_items:
             raise HTTPException(422, f"too many items: {len(req.items)} > {max_items} per request")
         quads = await asyncio.to_thread(build_quads, req.items)
-        if any(not q.principles for q in quads):
-            # principles_fn may run a model: it gets the model thread too
-            quads = await runner.run(fill_principles, quads)
+        if principles_fn is not None and any(not q.principles for q in quads):
+            quads = await runner.run(fill_principles, quads)  # it may run a model: the model thread
+        else:
+            quads = fill_principles(quads)
         try:
             scored = await batcher.submit(quads)
         except (ValueError, IndexError, RuntimeError) as exc:
@@ -386,6 +403,9 @@ def create_app(
         }
 
     def chat_inputs(messages: Sequence[ChatMessage]) -> tuple[list[dict[str, Any]], list[Image.Image]]:
+        n_images = sum(1 for m in messages if not isinstance(m.content, str) for p in m.content if p.type == "image_url")
+        if n_images > image_limits.max_images_per_request:
+            raise HTTPException(422, f"too many images: {n_images} > {image_limits.max_images_per_request}")
         out, images = [], []
         for i, message in enumerate(messages):
             parts = [ContentPart(type="text", text=message.content)] if isinstance(message.content, str) else message.content
@@ -402,8 +422,6 @@ def create_app(
                     images.append(decode_image(part.image_url.url, where, image_limits))
                     content.append({"type": "image"})
             out.append({"role": message.role, "content": content})
-        if len(images) > image_limits.max_images_per_request:
-            raise HTTPException(422, f"too many images: {len(images)} > {image_limits.max_images_per_request}")
         return out, images
 
     def run_chat(messages, images, max_tokens: int, temperature: float, n: int, seed: int | None) -> _ChatResult:

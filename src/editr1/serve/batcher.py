@@ -21,7 +21,7 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -43,20 +43,17 @@ class ModelRunner:
 
 @dataclass
 class BatchStats:
-    """Counters for /health and benchmarks: batches run, items scored, largest batch seen."""
+    """Counters for /health and benchmarks: batches run, items scored, largest batch, items that failed."""
 
     batches: int = 0
     items: int = 0
     largest: int = 0
     item_errors: int = 0
-    sizes: list[int] = field(default_factory=list)
 
     def record(self, size: int) -> None:
         self.batches += 1
         self.items += size
         self.largest = max(self.largest, size)
-        self.sizes.append(size)
-        del self.sizes[:-1000]  # keep the last 1000 only
 
 
 class ScoreBatcher(Generic[T, R]):

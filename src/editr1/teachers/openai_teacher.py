@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
 import json
 import os
 import random
@@ -172,7 +173,7 @@ def parse_verdicts(text: str, n: int) -> list[int]:
     """The first JSON list in ``text`` of ``n`` answers, each 0/1 or {"score": 0|1}; else ValueError."""
     decoder = json.JSONDecoder()
     found_list = False
-    for match in re.finditer(r"\[", text):
+    for match in itertools.islice(re.finditer(r"\[", text), 64):  # bounds the work on degenerate output
         try:
             value, _ = decoder.raw_decode(text, match.start())
         except ValueError:
@@ -301,8 +302,8 @@ def _retryable(exc: Exception) -> bool:
 
 
 def _retry_after_s(exc: Exception) -> float | None:
-    response = getattr(exc, "response", None)
-    value = response.headers.get("retry-after") if response is not None else None
+    """The server's Retry-After hint in seconds (429 / 503 responses), if any."""
+    value = exc.response.headers.get("retry-after") if isinstance(exc, openai.APIStatusError) else None
     try:
         return float(value) if value is not None else None
     except ValueError:
@@ -405,7 +406,7 @@ class OpenAITeacher:
         }
         key = request_key(payload)
         hit = self.cache.get(key)
-        if hit is not None:
+        if hit is not None and isinstance(hit.get("response"), dict) and hit["response"].get("choices"):
             with self._lock:
                 self.usage.cache_hits += 1
             return _completion_text(hit["response"])
@@ -432,8 +433,7 @@ class OpenAITeacher:
                 if not _retryable(exc) or retries >= self.cfg.max_retries:
                     with self._lock:
                         self.usage.errors += 1
-                    status = getattr(exc, "status_code", None)
-                    why = f"HTTP {status}" if status is not None else type(exc).__name__
+                    why = f"HTTP {exc.status_code}" if isinstance(exc, openai.APIStatusError) else type(exc).__name__
                     raise TeacherError(
                         f"{self.cfg.openai_model} at {self.cfg.openai_base_url}: {why} after "
                         f"{retries} retries: {exc}"

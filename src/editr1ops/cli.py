@@ -27,6 +27,11 @@ world_app = typer.Typer(help="The synthetic shapes world.", no_args_is_help=True
 batch_app = typer.Typer(help="Preference batches in the lake (the `curate` stage).", no_args_is_help=True)
 app.add_typer(world_app, name="world")
 app.add_typer(batch_app, name="batch")
+rrm_app = typer.Typer(help="The reward-model registry (MLflow): promotion and aliases.", no_args_is_help=True)
+app.add_typer(rrm_app, name="rrm")
+
+ModelOpt = Annotated[str, typer.Option("--model", help="A save_rrm folder, models:/edit-rrm@champion, runs:/…, a hub id, "
+                                                        "or 'tiny'.")]
 
 console = Console()
 
@@ -211,6 +216,81 @@ def _emit(summary: dict[str, Any], path: Path | None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
     print_json(summary)
+
+
+@app.command("score")
+def score_cmd(model: ModelOpt,
+              source: Annotated[Path, typer.Option(help="Source image file.")],
+              edited: Annotated[Path, typer.Option(help="Edited image file.")],
+              instruction: Annotated[str, typer.Option(help="The edit instruction.")],
+              principles: Annotated[Path | None, typer.Option(help="JSON list of {question, category}; "
+                                                                  "default: a generic checklist.")] = None,
+              readout: Annotated[str, typer.Option(help="expected | parsed")] = "expected",
+              max_new_tokens: int = 256, storage: StorageOpt = None, as_json: JsonFlag = False) -> None:
+    """Judges one edit: reasoning, a per-principle table and the score."""
+    from PIL import Image
+
+    from editr1.models import load_rrm
+    from editr1.rrm.items import Context, Quadruple
+    from editr1.rrm.principles import generic_principles, parse_principles_json
+    from editr1.rrm.scoring import score
+    from editr1ops.registry import resolve_model_uri
+
+    try:
+        checklist = (parse_principles_json(principles.read_text()) if principles
+                     else generic_principles(instruction))
+        images = [Image.open(p).convert("RGB") for p in (source, edited)]
+        rrm, processor = load_rrm(resolve_model_uri(model, storage_root(storage)))
+    except (OSError, ValueError) as err:
+        fail(str(err))
+    quad = Quadruple(Context("cli", instruction, images[0]), images[1], tuple(checklist))
+    (result,) = score(rrm, processor, [quad], readout=readout, max_new_tokens=max_new_tokens)
+    sample = result.samples[0]
+    answers = list(result.judgement.principle_scores)
+    table = [{"question": p.question, "category": p.category,
+              "score": answers[i] if i < len(answers) else None} for i, p in enumerate(checklist)]
+    out = {"score": result.score, "parse_ok": result.parse_ok, "principles": table,
+           "readouts": {"parsed": sample.parsed, "expected": sample.expected},
+           "reasoning": result.judgement.reasoning, "text": result.text}
+    if as_json:
+        print_json(out)
+        return
+    console.print(out["reasoning"] or "(no reasoning)", highlight=False)
+    grid = Table("#", "category", "question", "answer")
+    for i, row in enumerate(table, 1):
+        grid.add_row(str(i), row["category"], row["question"], {1: "yes", 0: "no"}.get(row["score"], "?"))
+    console.print(grid)
+    console.print(f"score ({readout}): {result.score}   parse_ok: {result.parse_ok}   "
+                  f"parsed: {sample.parsed}   expected: {sample.expected}")
+
+
+@app.command("serve")
+def serve_cmd(model: ModelOpt, host: str = "127.0.0.1", port: int = 8000,
+              token: Annotated[str | None, typer.Option(help="Bearer token (default: $EDITR1_REWARD_TOKEN).",
+                                                        envvar="EDITR1_REWARD_TOKEN", show_default=False)] = None,
+              readout: str = "expected", max_batch: int = 16, max_new_tokens: int = 256,
+              storage: StorageOpt = None) -> None:
+    """The reward server: /v1/score, OpenAI-compatible /v1/chat/completions, /health."""
+    from editr1.serve.app import serve
+    from editr1ops.registry import resolve_model_uri
+
+    serve(resolve_model_uri(model, storage_root(storage)), host=host, port=port, token=token, readout=readout,
+          max_batch=max_batch, max_new_tokens=max_new_tokens)
+
+
+@rrm_app.command("promote")
+def rrm_promote(version: Annotated[int, typer.Argument(help="Registered version of edit-rrm.")],
+                margin: Annotated[float, typer.Option(help="Accuracy the candidate must beat the champion by.")] = 0.01,
+                storage: StorageOpt = None) -> None:
+    """Sets alias `candidate`; sets `champion` only if the candidate beats it by the margin."""
+    import mlflow
+
+    from editr1ops.registry import promote
+    from editr1ops.tracking import tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri(storage_root(storage)))
+    decision = promote(version, margin)
+    print_json(decision.to_dict())
 
 
 @app.command("demo")

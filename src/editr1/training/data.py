@@ -1,0 +1,141 @@
+"""SFT examples for the RRM: encode (prompt, teacher trajectory) pairs and collate them into batches.
+
+    from editr1.training.data import SFTExample, encode_sft_batch, sft_examples
+    examples = sft_examples(load_trajectories(path, split="train"), ImageLoader(store))
+    batch = encode_sft_batch(processor, examples[:32])
+    logits = model(**model_inputs(batch)).logits
+    loss = sft_token_loss(logits, batch["labels"])              # editr1.training.losses
+
+An example is the RRM's chat prompt (system + user turn with the source image, the edited image,
+the instruction and the numbered principles, exactly as `editr1.rrm.prompt.render_messages` and
+`editr1.rrm.scoring` render it for generation) followed by the trajectory text and ``<|im_end|>``
+as the assistant turn. Labels are -100 everywhere except on the trajectory tokens and the
+``<|im_end|>`` that ends them: the model learns to write the judgement and to stop.
+
+Batches are padded on the RIGHT. Qwen2.5-VL derives its 3-D rotary positions from the attention
+mask, so the real tokens of every row get the same positions as without padding, and padding at
+the end is never attended to by a causal model (tests/unit/test_sft_data.py checks that the loss of
+a padded batch equals the per-example losses).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from PIL import Image
+from transformers import BatchFeature
+
+from editr1.models.processor import RRMProcessor, encode_batch
+from editr1.models.tokenizer import ENDOFTEXT, IM_END
+from editr1.rrm.items import Context, Quadruple
+from editr1.rrm.principles import Principle
+from editr1.rrm.prompt import render_messages
+from editr1.training.losses import IGNORE_INDEX, build_sft_labels
+
+# What the model's forward takes from an `encode_sft_batch` batch (labels excluded: the loss is ours).
+MODEL_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "pixel_values", "image_grid_thw")
+
+
+@dataclass(frozen=True)
+class SFTExample:
+    """One supervised judgement: what the RRM sees (``quad``) and the text it must write (``target``)."""
+
+    quad: Quadruple
+    target: str
+
+
+def quadruple_of(row: dict[str, Any], images: Callable[[str], Image.Image]) -> Quadruple:
+    """The quadruple of a trajectory row (`editr1.coldstart.load_trajectories`); images by sha."""
+    context = Context(row["context_id"], row["instruction"], images(row["source_sha"]), row["source_sha"],
+                      row.get("category"))
+    principles = tuple(Principle(p["question"], p["category"]) for p in row["principles"])
+    return Quadruple(context, images(row["edited_sha"]), principles, row["edited_sha"])
+
+
+def sft_examples(rows: Sequence[dict[str, Any]], images: Callable[[str], Image.Image]) -> list[SFTExample]:
+    """One `SFTExample` per trajectory row, in order (filter accepted rows and splits before)."""
+    examples = []
+    for row in rows:
+        if not row["text"].strip():
+            raise ValueError(f"trajectory of {row['context_id'][:12]}… / {row['edited_sha'][:12]}… has no text")
+        examples.append(SFTExample(quadruple_of(row, images), row["text"]))
+    return examples
+
+
+def prompt_messages(quad: Quadruple) -> list[dict[str, Any]]:
+    """The RRM prompt of ``quad`` (system + user), identical to the one used for scoring."""
+    return render_messages(quad.instruction, quad.principles, quad.source, quad.edited)
+
+
+def target_ids(processor: RRMProcessor, target: str) -> list[int]:
+    """Token ids of the assistant turn's supervised part: ``target`` then ``<|im_end|>``.
+
+    Tokenised on its own: the prompt ends with ``<|im_start|>assistant\\n`` (a special token and a
+    newline), so no BPE merge can cross into the target and these are exactly the ids the model
+    generates after the prompt.
+    """
+    return processor.tokenizer(target + IM_END, add_special_tokens=False)["input_ids"]
+
+
+def encode_sft_batch(processor: RRMProcessor, examples: Sequence[SFTExample]) -> BatchFeature:
+    """Right-padded training inputs for ``examples``.
+
+    Returns ``input_ids``, ``attention_mask``, ``mm_token_type_ids``, ``labels`` (B, L) — labels
+    aligned with input_ids (not shifted), -100 outside the targets — and ``pixel_values``
+    (n_patches, C*T*P*P), ``image_grid_thw`` (2B, 3): source then edited image of each example.
+    Padding uses ``<|endoftext|>`` with attention 0, token type 0 and label -100.
+    """
+    if not examples:
+        raise ValueError("no examples to encode")
+    quads = [ex.quad for ex in examples]
+    # The processor expands each image placeholder into its image tokens; its left padding is undone below.
+    prompts = encode_batch(processor, [prompt_messages(q) for q in quads], [[q.source, q.edited] for q in quads])
+    pad_id = processor.tokenizer.convert_tokens_to_ids(ENDOFTEXT)
+    rows = []
+    for i, ex in enumerate(examples):
+        keep = prompts["attention_mask"][i].bool()
+        prompt_ids = prompts["input_ids"][i][keep]
+        prompt_types = prompts["mm_token_type_ids"][i][keep]
+        completion = torch.tensor(target_ids(processor, ex.target), dtype=prompt_ids.dtype)
+        ids = torch.cat([prompt_ids, completion])
+        types = torch.cat([prompt_types, torch.zeros_like(completion)])
+        is_target = torch.cat([torch.zeros_like(prompt_ids, dtype=torch.bool),
+                               torch.ones_like(completion, dtype=torch.bool)])
+        rows.append((ids, types, is_target))
+    length = max(len(ids) for ids, _, _ in rows)
+    batch_size = len(rows)
+    input_ids = torch.full((batch_size, length), pad_id, dtype=rows[0][0].dtype)
+    attention_mask = torch.zeros((batch_size, length), dtype=torch.long)
+    token_types = torch.zeros((batch_size, length), dtype=prompts["mm_token_type_ids"].dtype)
+    target_mask = torch.zeros((batch_size, length), dtype=torch.bool)
+    for i, (ids, types, is_target) in enumerate(rows):
+        n = len(ids)
+        input_ids[i, :n] = ids
+        attention_mask[i, :n] = 1
+        token_types[i, :n] = types
+        target_mask[i, :n] = is_target
+    return BatchFeature({
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "mm_token_type_ids": token_types,
+        "labels": build_sft_labels(input_ids, target_mask),
+        "pixel_values": prompts["pixel_values"],
+        "image_grid_thw": prompts["image_grid_thw"],
+    })
+
+
+def model_inputs(batch: BatchFeature, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """The forward's keyword arguments of an `encode_sft_batch` batch, on ``device``."""
+    return {k: batch[k].to(device) for k in MODEL_KEYS if k in batch}
+
+
+def token_counts(batch: BatchFeature) -> dict[str, int]:
+    """Tokens in a batch: ``total`` (non-padding), ``target`` (supervised) and ``padded`` (B * L)."""
+    return {
+        "total": int(batch["attention_mask"].sum()),
+        "target": int((batch["labels"] != IGNORE_INDEX).sum()),
+        "padded": int(batch["input_ids"].numel()),
+    }
