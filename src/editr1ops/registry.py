@@ -21,6 +21,7 @@ from typing import Any
 
 import mlflow
 import mlflow.pyfunc
+import yaml
 from mlflow import MlflowClient
 
 from editr1ops.tracking import tracking_uri
@@ -111,10 +112,11 @@ def resolve_model_uri(uri: str, storage: Path | None = None) -> str:
         if storage is not None:
             mlflow.set_tracking_uri(tracking_uri(storage))
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
-        candidate = local / "artifacts" / RRM_ARTIFACT
-        if not candidate.is_dir():
+        mlmodel = yaml.safe_load((local / "MLmodel").read_text()) if (local / "MLmodel").exists() else {}
+        entry = mlmodel.get("flavors", {}).get("python_function", {}).get("artifacts", {}).get(RRM_ARTIFACT)
+        if not entry or not (local / entry["path"]).is_dir():
             raise FileNotFoundError(f"{uri} holds no '{RRM_ARTIFACT}' artifact (not logged by editr1)")
-        return str(candidate)
+        return str(local / entry["path"])
     if uri == "tiny":
         from editr1.models import save_rrm, tiny_rrm
         from editr1.coldstart.corpus import world_corpus

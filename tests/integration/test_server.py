@@ -165,7 +165,8 @@ def test_six_concurrent_clients_get_aligned_results(server):
         assert results[0][0].reasoning == reference[0].reasoning
         assert results[5][2].reasoning == reference[1].reasoning
         health = client.health()
-        assert health["batches"] - before < 18 and health["largest_batch"] >= 2  # items were batched
+        # items of different requests shared batches (one request holds 3)
+        assert health["batches"] - before < 18 and health["largest_batch"] >= 4
         # no principles: the server writes generic ones
         [r] = client.score([RewardItem(quad(0).source, quad(0).edited, "make the circle red")])
         assert [p.question for p in r.principles] == [p.question for p in generic_principles("make the circle red")]

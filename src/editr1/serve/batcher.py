@@ -107,19 +107,22 @@ class ScoreBatcher(Generic[T, R]):
         """Queue ``items`` and wait for their results (in order). Raises the item's error, if any."""
         if self._queue is None or self._worker is None:
             raise RuntimeError("batcher not started")
+        if not items:
+            return []
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in items]
         for item, future in zip(items, futures):
             self._queue.put_nowait((item, future))
         try:
-            results = await asyncio.gather(*futures, return_exceptions=True)
+            await asyncio.wait(futures, return_when=asyncio.FIRST_EXCEPTION)
         finally:
-            for future in futures:  # a disconnected request drops its queued items
+            # after a failed item (or a cancelled request) its queued siblings are dropped
+            for future in futures:
                 future.cancel()
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
-        return list(results)
+        errors = [f.exception() for f in futures if f.done() and not f.cancelled() and f.exception() is not None]
+        if errors:
+            raise errors[0]
+        return [future.result() for future in futures]
 
     async def _collect(self) -> list[tuple[T, asyncio.Future[R]]]:
         assert self._queue is not None

@@ -1,0 +1,493 @@
+"""The `sft` stage: supervised fine-tuning of the RRM on the teacher's trajectories (DESIGN §1, §5).
+
+    from editr1.training.sft import SFTConfig, run_sft
+    metrics = run_sft(SFTConfig(), storage, storage / "rrm/trajectories.parquet",
+                      storage / "rrm/principles.parquet", Path("runs/sft"))
+
+Trains on the accepted ``train``-split trajectories (prompt → teacher text, loss on the text only),
+evaluates every ``eval_every`` steps on ``val`` (loss, parse rate, pairwise accuracy of both
+readouts on human pairs), checkpoints every ``checkpoint_every`` steps under ``out/checkpoints/``
+and resumes from the newest valid checkpoint exactly (same weights as an uninterrupted run when
+the run length is set by ``max_steps``; a ``max_seconds`` budget depends on the machine's speed).
+Writes the final model to ``out/model/`` (`editr1.models.load_rrm` reads it) and ``out/metrics.json``.
+
+From a shell (``sft`` section of params.yaml, with overrides)::
+
+    python -m editr1.training.sft --storage storage/demo --out runs/sft --set max_seconds=60
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from transformers import BatchFeature, PreTrainedTokenizerFast, Qwen2_5_VLForConditionalGeneration
+
+from editr1.coldstart import load_principles, load_trajectories
+from editr1.evaluation.rrm_eval import headline, pair_kinds, rrm_metrics, score_pairs
+from editr1.lake.catalog import curated_pairs
+from editr1.lake.images import ImageLoader
+from editr1.lake.objects import open_object_store
+from editr1.models.processor import RRMProcessor, build_processor
+from editr1.models.rrm import TinyRRMSpec, build_tiny_rrm, load_rrm, save_rrm, tiny_rrm
+from editr1.rrm.corpus import trajectory_corpus
+from editr1.training.checkpoint import (
+    ResumableSampler,
+    capture_rng,
+    latest_checkpoint,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
+from editr1.training.data import SFTExample, encode_sft_batch, model_inputs, sft_examples, token_counts
+from editr1.training.losses import IGNORE_INDEX, sft_token_loss
+from editr1.world.truth import WorldTruth
+
+log = logging.getLogger(__name__)
+
+SCHEDULES = ("cosine", "constant")
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    """The `sft` stage: model, optimisation, run length, evaluation and checkpoints."""
+
+    model: str = field(
+        default="tiny",
+        metadata={"help": "'tiny' = build the tiny Qwen2.5-VL RRM from the tiny_* fields with a tokenizer trained "
+                          "on the trajectories; else a `save_rrm` directory or a Qwen2.5-VL hub id (load_rrm)."})
+    tiny_vocab_size: int = field(default=2000, metadata={"help": "Tiny RRM: target tokenizer size."})
+    tiny_text_hidden: int = field(default=64, metadata={"help": "Tiny RRM: text decoder hidden size."})
+    tiny_text_layers: int = field(default=2, metadata={"help": "Tiny RRM: text decoder layers."})
+    tiny_text_heads: int = field(default=4, metadata={"help": "Tiny RRM: attention heads (head dim = hidden / heads)."})
+    tiny_text_kv_heads: int = field(default=2, metadata={"help": "Tiny RRM: key/value heads."})
+    tiny_text_intermediate: int = field(default=256, metadata={"help": "Tiny RRM: MLP inner size."})
+    tiny_rope_theta: float = field(
+        default=10.0, metadata={"help": "Tiny RRM: RoPE base; low so a few image tokens get distinct 2-D positions."})
+    tiny_vision_depth: int = field(default=2, metadata={"help": "Tiny RRM: vision transformer blocks."})
+    tiny_vision_hidden: int = field(default=32, metadata={"help": "Tiny RRM: vision hidden size."})
+    tiny_vision_heads: int = field(default=2, metadata={"help": "Tiny RRM: vision attention heads."})
+    tiny_vision_intermediate: int = field(default=128, metadata={"help": "Tiny RRM: vision MLP inner size."})
+    tiny_image_pixels: int = field(
+        default=56 * 56, metadata={"help": "Tiny RRM: image area after resizing (56x56 = 4 image tokens)."})
+    lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (peft) instead of all weights; "
+                                                        "merged into the saved model."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scale = alpha / r)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    lora_target_modules: tuple[str, ...] = field(
+        default=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+        metadata={"help": "Module names that get LoRA adapters."})
+    lr: float = field(default=3e-3, metadata={"help": "Peak learning rate (AdamW)."})
+    warmup_steps: int = field(default=40, metadata={"help": "Linear warm-up steps."})
+    schedule: str = field(
+        default="cosine",
+        metadata={"help": "'cosine' (to min_lr_ratio at the end of the run, measured by steps or seconds, "
+                          "whichever is further along) or 'constant'."})
+    min_lr_ratio: float = field(default=0.0, metadata={"help": "Final lr as a share of lr (cosine)."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay (matrices only)."})
+    batch_size: int = field(default=32, metadata={"help": "Examples per micro-batch."})
+    grad_accum: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
+    grad_clip: float = field(default=1.0, metadata={"help": "Max global gradient norm (0 = no clipping)."})
+    max_steps: int = field(default=3000, metadata={"help": "Optimizer steps (0 = no step limit)."})
+    max_seconds: float = field(
+        default=240.0,
+        metadata={"help": "Wall-clock budget of the training steps in seconds (evaluation and checkpoints not "
+                          "counted); stops at max_steps or here, whichever comes first; 0 = none. A time "
+                          "budget makes the run length machine-dependent: resume is exact only with max_steps."})
+    eval_every: int = field(default=0, metadata={"help": "Evaluate on val every this many steps (0 = only at the end)."})
+    eval_pairs: int = field(
+        default=64, metadata={"help": "Val human pairs scored (by generation) at each evaluation; 0 = none."})
+    eval_loss_examples: int = field(default=256, metadata={"help": "Val trajectories in the val loss."})
+    eval_batch_size: int = field(default=32, metadata={"help": "Items per generation batch when scoring."})
+    max_new_tokens: int = field(
+        default=512, metadata={"help": "Generation budget when scoring: must fit a whole judgement."})
+    checkpoint_every: int = field(default=200, metadata={"help": "Checkpoint every this many steps (0 = never)."})
+    keep_checkpoints: int = field(default=2, metadata={"help": "Newest checkpoints kept."})
+    log_every: int = field(default=50, metadata={"help": "Log the training loss every this many steps."})
+    seed: int = field(default=0, metadata={"help": "Seed of the initialisation, data order and RNG."})
+    threads: int = field(default=1, metadata={"help": "torch CPU threads (1 is fastest for tiny models here)."})
+    device: str = field(default="cpu", metadata={"help": "torch device of the model (cpu, cuda, cuda:1…)."})
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"sft.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.max_steps <= 0 and self.max_seconds <= 0:
+            raise ValueError("sft: set max_steps or max_seconds (both 0 would never stop)")
+        if self.batch_size < 1 or self.grad_accum < 1 or self.threads < 1:
+            raise ValueError("sft.batch_size, grad_accum and threads must be >= 1")
+
+    def tiny_spec(self) -> TinyRRMSpec:
+        """The `TinyRRMSpec` of the tiny_* fields (init seeded by ``seed``)."""
+        return TinyRRMSpec(
+            vocab_size=self.tiny_vocab_size, hidden_size=self.tiny_text_hidden, num_layers=self.tiny_text_layers,
+            num_heads=self.tiny_text_heads, num_kv_heads=self.tiny_text_kv_heads,
+            intermediate_size=self.tiny_text_intermediate, rope_theta=self.tiny_rope_theta,
+            vision_depth=self.tiny_vision_depth, vision_hidden_size=self.tiny_vision_hidden,
+            vision_num_heads=self.tiny_vision_heads, vision_intermediate_size=self.tiny_vision_intermediate,
+            image_min_pixels=self.tiny_image_pixels, image_max_pixels=self.tiny_image_pixels, seed=self.seed,
+        )
+
+
+# Fields that may change between a checkpoint and its resumption without changing the trajectory.
+_RUN_FIELDS = {"max_steps", "max_seconds", "eval_every", "eval_pairs", "eval_loss_examples", "eval_batch_size",
+               "max_new_tokens", "checkpoint_every", "keep_checkpoints", "log_every", "threads", "device"}
+
+
+def lr_factor(cfg: SFTConfig, step: int, train_seconds: float) -> float:
+    """Multiplier of ``cfg.lr`` for the update after ``step`` updates and ``train_seconds`` of training.
+
+    Linear warm-up over ``warmup_steps``, times (cosine) 0.5·(1 + cos(π·p)) rescaled to end at
+    ``min_lr_ratio``, with run progress p = max(step / max_steps, train_seconds / max_seconds)
+    (each term only when its limit is set), clipped to [0, 1].
+    """
+    warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else 1.0
+    if cfg.schedule == "constant":
+        return warm
+    progress = 0.0
+    if cfg.max_steps > 0:
+        progress = max(progress, step / cfg.max_steps)
+    if cfg.max_seconds > 0:
+        progress = max(progress, train_seconds / cfg.max_seconds)
+    cosine = 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return warm * (cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * cosine)
+
+
+def packed_target_logits(model: torch.nn.Module, batch: BatchFeature) -> tuple[Tensor, Tensor]:
+    """Logits at the supervised positions only, packed for `sft_token_loss`.
+
+    Runs the decoder over the whole batch but the LM head only where the next token has a label
+    (a prompt is about half the tokens, and V-wide logits there are wasted). Returns
+    (logits [1, N+1, V], labels [1, N+1]) with N supervised tokens: logits[0, i] predicts
+    labels[0, i+1], labels[0, 0] = -100 and the last logit row unused, the layout `sft_token_loss`
+    shifts — so the loss equals ``sft_token_loss(model(**batch).logits, batch["labels"])``.
+    """
+    device = next(model.parameters()).device
+    labels = batch["labels"].to(device)
+    base = _base_model(model)
+    hidden = base.model(**model_inputs(batch, device), use_cache=False).last_hidden_state  # [B, L, H]
+    predicts = labels[:, 1:] != IGNORE_INDEX  # hidden state t predicts token t + 1
+    logits = base.get_output_embeddings()(hidden[:, :-1][predicts])  # [N, V]
+    packed = torch.cat([logits, logits.new_zeros(1, logits.shape[-1])])[None]
+    packed_labels = torch.cat([labels.new_full((1,), IGNORE_INDEX), labels[:, 1:][predicts]])[None]
+    return packed, packed_labels
+
+
+def _base_model(model: torch.nn.Module) -> Qwen2_5_VLForConditionalGeneration:
+    """The Qwen2.5-VL model under a peft wrapper (adapters stay injected), or the model itself."""
+    if isinstance(model, Qwen2_5_VLForConditionalGeneration):
+        return model
+    return model.get_base_model()
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, Tensor]:
+    """The trainable parameters by name (all weights, or the LoRA adapters): what a checkpoint needs."""
+    return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
+class SFTTrainer:
+    """setup → train → save; `resume` restores a checkpoint; `train_step` is one optimizer step.
+
+        trainer = SFTTrainer(cfg, storage, trajectories, principles, out)
+        trainer.setup(resume=True)
+        trainer.train()
+        metrics = trainer.finish()
+    """
+
+    def __init__(self, cfg: SFTConfig, storage: Path, trajectories: Path, principles: Path, out: Path,
+                 init: Path | None = None):
+        self.cfg = cfg
+        self.storage = Path(storage)
+        self.trajectories_path = Path(trajectories)
+        self.principles_path = Path(principles)
+        self.out = Path(out)
+        self.init = Path(init) if init is not None else None
+        self.checkpoint_dir = self.out / "checkpoints"
+        self.step = 0
+        self.train_seconds = 0.0
+        self.history: list[dict[str, Any]] = []
+        self._loss_sum = 0.0
+        self._loss_steps = 0
+        self.resumed_from: str | None = None
+        self.last_metrics: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ setup
+
+    def setup(self, resume: bool = True) -> None:
+        """Load data, build (or load) the model, optimizer and sampler; resume from a checkpoint if asked."""
+        cfg = self.cfg
+        torch.set_num_threads(cfg.threads)
+        self.out.mkdir(parents=True, exist_ok=True)
+        rows = load_trajectories(self.trajectories_path, accepted_only=True)
+        train_rows = [r for r in rows if r["split"] == "train"]
+        val_rows = [r for r in rows if r["split"] == "val"]
+        if not train_rows:
+            raise ValueError(f"{self.trajectories_path}: no accepted train-split trajectories")
+        self.images = ImageLoader(open_object_store("", self.storage), capacity=1 << 16)
+        self.train_examples = sft_examples(train_rows, self.images)
+        self.val_examples = sft_examples(val_rows[: cfg.eval_loss_examples], self.images)
+        self.val_pairs = curated_pairs(self.storage, "val").to_pylist()[: cfg.eval_pairs]
+        self.checklists = load_principles(self.principles_path) if self.val_pairs else {}
+        self.val_kinds = pair_kinds(self.val_pairs, WorldTruth.from_lake(self.storage)) if self.val_pairs else []
+
+        checkpoint = latest_checkpoint(self.checkpoint_dir) if resume else None
+        self.model, self.processor = self._build_model(train_rows, reuse_tokenizer=checkpoint is not None)
+        self.model.to(cfg.device)
+        self.model.train()
+        params = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for _, p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+            {"params": [p for _, p in params if p.dim() < 2], "weight_decay": 0.0},
+        ]
+        self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
+        n = len(self.train_examples)
+        self.sampler = ResumableSampler(n, cfg.seed, min(cfg.batch_size, n), drop_last=True)
+        torch.manual_seed(cfg.seed)
+        if checkpoint is not None:
+            self.resume(checkpoint)
+
+    def _build_model(self, train_rows: list[dict[str, Any]],
+                     reuse_tokenizer: bool) -> tuple[torch.nn.Module, RRMProcessor]:
+        cfg = self.cfg
+        if self.init is not None:
+            model, processor = load_rrm(self.init)
+        elif cfg.model == "tiny":
+            spec = cfg.tiny_spec()
+            tokenizer_dir = self.out / "tokenizer"
+            if reuse_tokenizer and tokenizer_dir.is_dir():
+                # The checkpoint's embedding rows belong to this tokenizer: never retrain it on resume.
+                tokenizer = PreTrainedTokenizerFast.from_pretrained(tokenizer_dir)
+                model, processor = build_tiny_rrm(spec, tokenizer), build_processor(tokenizer, spec)
+            else:
+                model, processor = tiny_rrm(trajectory_corpus(train_rows), self.out, spec)
+        else:
+            model, processor = load_rrm(cfg.model)
+        if cfg.lora:
+            from peft import LoraConfig, get_peft_model
+
+            lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                              target_modules=list(cfg.lora_target_modules))
+            model = get_peft_model(model, lora)
+        return model, processor
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def state(self) -> dict[str, Any]:
+        """Everything an exact resume needs."""
+        return {
+            "model": trainable_state(self.model),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": {"step": self.step, "train_seconds": self.train_seconds},
+            "sampler": self.sampler.state_dict(),
+            "rng": capture_rng(),
+            "step": self.step,
+            "history": self.history,
+            "loss_window": (self._loss_sum, self._loss_steps),
+            "config": dataclasses.asdict(self.cfg),
+        }
+
+    def save_checkpoint(self) -> Path:
+        return save_checkpoint(self.checkpoint_dir, self.step, self.state(), keep=self.cfg.keep_checkpoints)
+
+    def resume(self, path: Path) -> None:
+        """Restore model, optimizer, schedule, sampler, history and RNG (last) from checkpoint ``path``."""
+        state = load_checkpoint(path)
+        saved = state["config"]
+        changed = sorted(k for k, v in dataclasses.asdict(self.cfg).items()
+                         if k not in _RUN_FIELDS and saved.get(k) != v)
+        if changed:
+            raise ValueError(f"checkpoint {path} was made with different settings {changed}: "
+                             "use another out directory or resume=False")
+        missing, unexpected = self.model.load_state_dict(state["model"], strict=False)
+        trainable = {n for n, p in self.model.named_parameters() if p.requires_grad}
+        if unexpected or trainable & set(missing):
+            raise ValueError(f"checkpoint {path} does not fit the model (missing {sorted(trainable & set(missing))[:3]}, "
+                             f"unexpected {unexpected[:3]})")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.step = state["step"]
+        self.train_seconds = state["scheduler"]["train_seconds"]
+        self.history = state["history"]
+        self._loss_sum, self._loss_steps = state["loss_window"]
+        restore_rng(state["rng"])
+        self.resumed_from = str(path)
+        log.info("resumed from %s at step %d", path, self.step)
+
+    # ------------------------------------------------------------------ training
+
+    def next_batches(self) -> list[BatchFeature]:
+        """The micro-batches of the next optimizer step (advances the sampler)."""
+        return [encode_sft_batch(self.processor, [self.train_examples[i] for i in self.sampler.next_batch()])
+                for _ in range(self.cfg.grad_accum)]
+
+    def train_step(self, batch: BatchFeature | Sequence[BatchFeature]) -> float:
+        """One optimizer step on a batch (or the micro-batches of one step); returns the training loss.
+
+        The loss is token-weighted over all micro-batches together (each micro-batch's mean loss is
+        weighted by its share of the supervised tokens), so accumulation equals one big batch.
+        """
+        batches = [batch] if isinstance(batch, BatchFeature) else list(batch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.cfg.lr * lr_factor(self.cfg, self.step, self.train_seconds)
+        counts = [int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches]
+        total = sum(counts)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_value = 0.0
+        for b, count in zip(batches, counts):
+            logits, labels = packed_target_logits(self.model, b)
+            loss = sft_token_loss(logits, labels) * (count / total)
+            loss.backward()
+            loss_value += float(loss.detach())
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], self.cfg.grad_clip)
+        self.optimizer.step()
+        return loss_value
+
+    def done(self) -> bool:
+        cfg = self.cfg
+        return (cfg.max_steps > 0 and self.step >= cfg.max_steps) or \
+               (cfg.max_seconds > 0 and self.train_seconds >= cfg.max_seconds)
+
+    def train(self) -> None:
+        """Step until max_steps or max_seconds; evaluate and checkpoint on their schedules."""
+        cfg = self.cfg
+        self.model.train()
+        while not self.done():
+            started = time.perf_counter()
+            loss = self.train_step(self.next_batches())
+            self.train_seconds += time.perf_counter() - started
+            self.step += 1
+            self._loss_sum += loss
+            self._loss_steps += 1
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"training loss is {loss} at step {self.step}")
+            if cfg.log_every and self.step % cfg.log_every == 0:
+                log.info("step %d  loss %.4f  lr %.2e  %.2f steps/s", self.step, loss,
+                         self.optimizer.param_groups[0]["lr"], self.step / max(self.train_seconds, 1e-9))
+            if cfg.eval_every and self.step % cfg.eval_every == 0 and not self.done():
+                self.history.append(self.evaluate())
+            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                self.save_checkpoint()
+
+    # ------------------------------------------------------------------ evaluation
+
+    @torch.no_grad()
+    def val_loss(self) -> float | None:
+        """Token-weighted loss over the val trajectories (None without any)."""
+        if not self.val_examples:
+            return None
+        total, count = 0.0, 0
+        for start in range(0, len(self.val_examples), self.cfg.batch_size):
+            batch = encode_sft_batch(self.processor, self.val_examples[start:start + self.cfg.batch_size])
+            logits, labels = packed_target_logits(self.model, batch)
+            n = int((labels != IGNORE_INDEX).sum())
+            total += float(sft_token_loss(logits, labels)) * n
+            count += n
+        return total / count
+
+    def evaluate(self) -> dict[str, Any]:
+        """Val loss, and (with eval_pairs) parse rate and pairwise accuracy of both readouts; model left in train mode."""
+        started = time.perf_counter()
+        self.model.eval()
+        try:
+            entry: dict[str, Any] = {
+                "step": self.step, "train_seconds": round(self.train_seconds, 3),
+                "train_loss": self._loss_sum / self._loss_steps if self._loss_steps else None,
+                "val_loss": self.val_loss(),
+            }
+            self._loss_sum, self._loss_steps = 0.0, 0
+            if self.val_pairs:
+                scores = score_pairs(_base_model(self.model), self.processor, self.val_pairs, self.images,
+                                     self.checklists, batch_size=self.cfg.eval_batch_size,
+                                     max_new_tokens=self.cfg.max_new_tokens)
+                self.last_metrics = rrm_metrics(scores, self.val_kinds)
+                entry.update(headline(self.last_metrics))
+        finally:
+            self.model.train()
+        entry["eval_seconds"] = round(time.perf_counter() - started, 3)
+        log.info("eval at step %d: %s", self.step, {k: v for k, v in entry.items() if k != "step"})
+        return entry
+
+    # ------------------------------------------------------------------ the end
+
+    def finish(self) -> dict[str, float]:
+        """Final evaluation, save the model to out/model and write out/metrics.json; return the final metrics."""
+        if not self.history or self.history[-1]["step"] != self.step:
+            self.history.append(self.evaluate())
+        final = {k: float(v) for k, v in self.history[-1].items() if isinstance(v, (int, float))}
+        sample = encode_sft_batch(self.processor, self.train_examples[: min(64, len(self.train_examples))])
+        counts = token_counts(sample)
+        n_sample = sample["input_ids"].shape[0]
+        final.update({
+            "steps": float(self.step),
+            "steps_per_second": self.step / self.train_seconds if self.train_seconds else 0.0,
+            "train_examples": float(len(self.train_examples)),
+            "tokens_per_example": counts["total"] / n_sample,
+            "target_tokens_per_example": counts["target"] / n_sample,
+        })
+        model = self.model
+        if self.cfg.lora:
+            model = model.merge_and_unload()
+        save_rrm(_base_model(model), self.processor, self.out / "model")
+        report = {"final": final, "history": self.history, "config": dataclasses.asdict(self.cfg),
+                  "resumed_from": self.resumed_from}
+        if self.last_metrics is not None:
+            report["val_detail"] = self.last_metrics
+        (self.out / "metrics.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
+        return final
+
+
+def run_sft(cfg: SFTConfig, storage: Path, trajectories: Path, principles: Path, out: Path, *,
+            init: Path | None = None, resume: bool = True) -> dict[str, float]:
+    """The `sft` stage: train, evaluate, checkpoint, resume; returns the final metrics (see module docstring).
+
+    init: start from this `save_rrm` model (its tokenizer too) instead of building or loading
+    ``cfg.model`` — "SFT continued" controls. resume: continue from the newest valid checkpoint
+    under ``out/checkpoints`` when there is one.
+    """
+    trainer = SFTTrainer(cfg, storage, trajectories, principles, out, init=init)
+    trainer.setup(resume=resume)
+    trainer.train()
+    return trainer.finish()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Command line: run the stage with the params.yaml `sft` section and ``--set key=value`` overrides."""
+    import yaml
+
+    from editr1.config import config_from_dict, load_params
+
+    parser = argparse.ArgumentParser(description="The sft stage: supervised fine-tuning of the RRM.")
+    parser.add_argument("--storage", type=Path, required=True, help="Lake root.")
+    parser.add_argument("--out", type=Path, required=True, help="Run directory (model, checkpoints, metrics).")
+    parser.add_argument("--trajectories", type=Path, help="Default: <storage>/rrm/trajectories.parquet.")
+    parser.add_argument("--principles", type=Path, help="Default: <storage>/rrm/principles.parquet.")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params.yaml with an `sft` section.")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="Override one sft field.")
+    parser.add_argument("--init", type=Path, help="Start from this saved RRM.")
+    parser.add_argument("--no-resume", action="store_true", help="Ignore existing checkpoints.")
+    args = parser.parse_args(argv)
+    section = dict(load_params(args.params).get("sft") or {})
+    for item in args.set:
+        key, _, value = item.partition("=")
+        section[key] = yaml.safe_load(value)
+    cfg = config_from_dict(SFTConfig, section, "sft")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    metrics = run_sft(cfg, args.storage, args.trajectories or args.storage / "rrm" / "trajectories.parquet",
+                      args.principles or args.storage / "rrm" / "principles.parquet", args.out,
+                      init=args.init, resume=not args.no_resume)
+    print(json.dumps(metrics, indent=2, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()
