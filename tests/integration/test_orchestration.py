@@ -40,6 +40,30 @@ def test_curate_flow_logs_to_mlflow(prefect_harness, tmp_path, monkeypatch):
     assert run.data.params["split_ratios.train"] == "0.8"
 
 
+def test_coldstart_flows_log_to_mlflow(prefect_harness, tmp_path, monkeypatch):
+    import mlflow
+
+    from editr1.world import WorldConfig, write_batch
+    from flows.coldstart import coldstart
+    from flows.curate import curate
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    storage = tmp_path / "storage"
+    write_batch(storage / "incoming" / "w1", 40, 4, WorldConfig())
+    curate(str(storage / "incoming"), str(storage), str(ROOT / "params.yaml"))
+    result = coldstart(str(storage), str(ROOT / "params.yaml"))
+    assert result["accepted"] > 0 and Path(result["trajectories"]).exists()
+
+    mlflow.set_tracking_uri(f"sqlite:///{storage / 'mlflow.db'}")
+    for stage, metric in (("principles", "contexts"), ("coldstart", "acceptance_rate")):
+        exp = mlflow.get_experiment_by_name(stage)
+        (run,) = mlflow.search_runs([exp.experiment_id], output_format="list")
+        assert metric in run.data.metrics, stage
+        assert run.data.tags["teacher"] == "oracle" and run.data.tags["data_hash"]
+    (run,) = mlflow.search_runs([mlflow.get_experiment_by_name("coldstart").experiment_id], output_format="list")
+    assert run.data.metrics["usage.calls"] > 0 and "usage.cost_usd" in run.data.metrics
+
+
 def test_dvc_repro_builds_the_lake(tmp_path):
     repo = tmp_path / "repo"
     repo.mkdir()
@@ -62,6 +86,7 @@ def test_dvc_repro_builds_the_lake(tmp_path):
     sh(str(BIN / "dvc"), "repro")
     metrics = json.loads((repo / "storage" / "metrics" / "curate.json").read_text())
     assert [m["added"] for m in metrics.values()] == [30]
+    assert json.loads((repo / "storage" / "metrics" / "coldstart.json").read_text())["accepted"] > 0
     assert (repo / "dvc.lock").exists()
     again = sh(str(BIN / "dvc"), "repro")
     assert "didn't change" in again or "up to date" in again.lower()

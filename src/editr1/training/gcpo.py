@@ -1,0 +1,507 @@
+"""The `gcpo` stage: reinforce the SFT reasoning reward model with pairwise human labels (DESIGN §6).
+
+    from editr1.training.gcpo import GCPOConfig, run_gcpo
+    metrics = run_gcpo(GCPOConfig(), storage, Path("runs/sft/model"), storage / "rrm/trajectories.parquet",
+                       storage / "rrm/principles.parquet", Path("runs/gcpo"))
+
+Each step draws `pairs_per_step` non-tie human train pairs, samples N traces on each image with the
+current policy (`editr1.training.rollout`), turns the cross-group comparisons of their scores τ
+into rewards and mean-centred advantages (`editr1.training.losses`: `gcpo_rewards` with its NaN
+rule, `group_advantages` per side), and takes `inner_epochs` PPO-clip steps on the 2N traces of
+each pair (`gcpo_loss`, + β·k3 KL to the frozen SFT model when β > 0).
+
+Which pairs (FINDINGS.md, "GCPO can fix the teacher's bias"): GCPO can only add what the SFT data
+lacks — the orderings where the teacher and the annotators disagree. With `stratify`, batches are
+stratified over pair kinds (`editr1.training.stratify`; the world's "correct>extra_change", or the
+category for data without world truth), every kind at its natural share, and the kinds the teacher
+orders wrongly on the train pairs — measured from the cold-start trajectories, never hard-coded —
+weighted `oversample_disagreement` times more.
+
+Checkpoints every `checkpoint_every` steps under out/checkpoints/ (model, optimizer, sampler, RNG,
+history) and resumes exactly: the sampling seed of step s is derived from (seed, s), so a resumed
+run draws the same traces as an uninterrupted one (when its length is set by max_steps; a
+max_seconds budget depends on the machine's speed). Writes out/model/ (`save_rrm`) and
+out/metrics.json (per-step history, val evaluations, final metrics).
+
+From a shell (`gcpo` section of params.yaml, with overrides)::
+
+    python -m editr1.training.gcpo --storage storage/demo --sft-model runs/sft/model --out runs/gcpo \\
+        --set max_seconds=120
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from editr1.coldstart import load_principles, load_trajectories
+from editr1.evaluation.rrm_eval import headline, pair_kinds, rrm_metrics, score_pairs
+from editr1.lake.catalog import curated_pairs
+from editr1.lake.images import ImageLoader
+from editr1.lake.objects import open_object_store
+from editr1.models.rrm import load_rrm, save_rrm
+from editr1.rrm.items import Context, Quadruple
+from editr1.training.checkpoint import (
+    ResumableSampler,
+    capture_rng,
+    latest_checkpoint,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
+from editr1.training.losses import gcpo_loss, gcpo_rewards, group_advantages, mean_advantage_over_length
+from editr1.training.rollout import READOUTS, Rollout, sample_rollout, score_traces, select_rows, token_logprobs
+from editr1.training.stratify import PairKindSampler, disagreement_kinds, kind_weights, teacher_accuracy
+from editr1.world.truth import WorldTruth
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GCPOConfig:
+    """The `gcpo` stage: sampling, the PPO update, batch composition, run length, evaluation, checkpoints."""
+
+    n_samples: int = field(default=8, metadata={"help": "N: traces sampled per side (image) of each pair."})
+    temperature: float = field(
+        default=1.0, metadata={"help": "T: sampling temperature; log-probs (old, new, reference) are taken at T too."})
+    clip_eps: float = field(default=0.2, metadata={"help": "ε of the PPO clip on the per-token ratio."})
+    beta: float = field(
+        default=0.0,
+        metadata={"help": "β of the k3 KL to the frozen SFT model; 0 disables it and skips the reference forward."})
+    lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate (constant)."})
+    inner_epochs: int = field(default=2, metadata={"help": "μ: PPO epochs (optimizer steps) per batch of traces."})
+    pairs_per_step: int = field(default=8, metadata={"help": "Human pairs per step (2 N traces each)."})
+    max_steps: int = field(default=0, metadata={"help": "Steps (rollout + update) to run; 0 = no step limit."})
+    max_seconds: float = field(
+        default=120.0,
+        metadata={"help": "Wall-clock budget of the training steps (rollouts + updates; evaluation and checkpoints "
+                          "not counted, as in sft); 0 = none. Resume is exact only with max_steps."})
+    tau_readout: str = field(
+        default="expected",
+        metadata={"help": "τ of a trace: 'expected' (probability-weighted score after <score>, nearly no ties) "
+                          "or 'parsed' (the number written in <score>)."})
+    stratify: bool = field(
+        default=True,
+        metadata={"help": "Stratify batches over pair kinds (every kind at its share, disagreement kinds "
+                          "oversampled); false = uniform over pairs."})
+    oversample_disagreement: float = field(
+        default=3.0, metadata={"help": "Weight multiplier of the disagreement kinds in the stratified sampler."})
+    disagreement_threshold: float = field(
+        default=0.5,
+        metadata={"help": "A kind is a disagreement kind when the teacher's trajectories order its train pairs "
+                          "like the annotators less than this share of the time (ties count as wrong)."})
+    disagreement_min_pairs: int = field(
+        default=20,
+        metadata={"help": "Kinds with fewer teacher-scored train pairs are never flagged (a few pairs carry "
+                          "labels that annotator noise reversed)."})
+    max_new_tokens: int = field(default=512, metadata={"help": "Generation budget per trace (a whole judgement)."})
+    checkpoint_every: int = field(default=20, metadata={"help": "Checkpoint every this many steps (0 = never)."})
+    keep_checkpoints: int = field(default=2, metadata={"help": "Newest checkpoints kept."})
+    eval_every: int = field(
+        default=0, metadata={"help": "Evaluate on val every this many steps (0 = only at the end)."})
+    eval_pairs: int = field(default=128, metadata={"help": "Non-tie val pairs scored (greedy) per evaluation; 0 = none."})
+    eval_batch_size: int = field(default=32, metadata={"help": "Items per generation batch when evaluating."})
+    seed: int = field(default=0, metadata={"help": "Seed of the pair order and of the sampling seeds."})
+    threads: int = field(default=1, metadata={"help": "torch CPU threads (1 is fastest for tiny models here)."})
+    device: str = field(default="cpu", metadata={"help": "torch device (cpu, cuda, cuda:1…)."})
+    grad_clip: float = field(default=1.0, metadata={"help": "Max global gradient norm (0 = no clipping)."})
+    skip_zero_advantage: bool = field(
+        default=False,
+        metadata={"help": "Leave the traces of groups whose advantages are all zero out of the update (they add "
+                          "no policy gradient but dilute the per-trace mean and cost a forward)."})
+
+    def __post_init__(self) -> None:
+        if self.tau_readout not in READOUTS:
+            raise ValueError(f"gcpo.tau_readout must be one of {READOUTS}, got {self.tau_readout!r}")
+        if self.max_steps <= 0 and self.max_seconds <= 0:
+            raise ValueError("gcpo: set max_steps or max_seconds (both 0 would never stop)")
+        if min(self.n_samples, self.inner_epochs, self.pairs_per_step, self.threads, self.max_new_tokens) < 1:
+            raise ValueError("gcpo.n_samples, inner_epochs, pairs_per_step, threads, max_new_tokens must be >= 1")
+        if self.temperature <= 0 or self.clip_eps <= 0 or self.beta < 0 or self.lr <= 0:
+            raise ValueError("gcpo: need temperature > 0, clip_eps > 0, beta >= 0, lr > 0")
+        if self.oversample_disagreement <= 0:
+            raise ValueError("gcpo.oversample_disagreement must be > 0")
+
+
+# Fields that may change between a checkpoint and its resumption without changing the run.
+_RUN_FIELDS = {"max_steps", "max_seconds", "eval_every", "eval_pairs", "eval_batch_size", "checkpoint_every",
+               "keep_checkpoints", "threads", "device"}
+
+
+def step_seed(seed: int, step: int) -> int:
+    """The sampling seed of `step`: a function of (seed, step) only, so resumed runs sample alike."""
+    return (seed * 1_000_003 + step * 7_919 + 17) % (2**62)
+
+
+@dataclass
+class PairBatch:
+    """The pairs of one step: indices into the train pairs, their kinds and their quadruples."""
+
+    indices: list[int]
+    kinds: list[str]
+    quads: list[tuple[Quadruple, Quadruple]]
+
+
+class GCPOTrainer:
+    """setup → train → finish; `step_once` is one rollout + update.
+
+        trainer = GCPOTrainer(cfg, storage, sft_model, trajectories, principles, out)
+        trainer.setup(resume=True)
+        trainer.train()
+        metrics = trainer.finish()
+    """
+
+    def __init__(self, cfg: GCPOConfig, storage: Path, sft_model: Path, trajectories: Path, principles: Path,
+                 out: Path):
+        self.cfg = cfg
+        self.storage = Path(storage)
+        self.sft_model = Path(sft_model)
+        self.trajectories_path = Path(trajectories)
+        self.principles_path = Path(principles)
+        self.out = Path(out)
+        self.checkpoint_dir = self.out / "checkpoints"
+        self.step = 0
+        self.train_seconds = 0.0
+        self.history: list[dict[str, Any]] = []
+        self.evaluations: list[dict[str, Any]] = []
+        self.last_metrics: dict[str, Any] | None = None
+        self.resumed_from: str | None = None
+
+    # ------------------------------------------------------------------ setup
+
+    def setup(self, resume: bool = True) -> None:
+        """Load pairs, kinds, teacher agreement, models, optimizer and sampler; resume if asked."""
+        cfg = self.cfg
+        torch.set_num_threads(cfg.threads)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.images = ImageLoader(open_object_store("", self.storage), capacity=1 << 16)
+        self.checklists = load_principles(self.principles_path)
+        truth = WorldTruth.from_lake(self.storage)
+        # Ties carry no GCPO signal (DESIGN §6); pairs whose context has no checklist cannot be judged.
+        self.train_pairs = [p for p in curated_pairs(self.storage, "train", include_ties=False).to_pylist()
+                            if p["context_id"] in self.checklists]
+        if not self.train_pairs:
+            raise ValueError(f"{self.storage}: no non-tie train pairs with principles")
+        self.kinds = self._kinds(self.train_pairs, truth)
+        val = [p for p in curated_pairs(self.storage, "val", include_ties=False).to_pylist()
+               if p["context_id"] in self.checklists]
+        self.val_pairs = val[: cfg.eval_pairs]
+        self.val_kinds = self._kinds(self.val_pairs, truth)
+
+        teacher = {(r["context_id"], r["edited_sha"]): r["score"]
+                   for r in load_trajectories(self.trajectories_path, accepted_only=False, split="train")
+                   if r["score"] is not None}
+        self.teacher_accuracy = teacher_accuracy(self.train_pairs, self.kinds, teacher)
+        self.flagged = disagreement_kinds(self.train_pairs, self.kinds, teacher, cfg.disagreement_threshold,
+                                          cfg.disagreement_min_pairs)
+        log.info("disagreement kinds (teacher right < %.2f): %s", cfg.disagreement_threshold, sorted(self.flagged))
+        if cfg.stratify:
+            self.weights = kind_weights(self.kinds, self.flagged, cfg.oversample_disagreement)
+            self.sampler: PairKindSampler | ResumableSampler = PairKindSampler(self.kinds, self.weights, cfg.seed)
+        else:
+            self.weights = dict(Counter(self.kinds))
+            n = len(self.train_pairs)
+            self.sampler = ResumableSampler(n, cfg.seed, min(cfg.pairs_per_step, n), drop_last=True)
+
+        self.model, self.processor = load_rrm(self.sft_model, device=cfg.device)
+        self.model.eval()  # no dropout in RL: the first PPO ratio must be exactly 1
+        self.reference = None
+        if cfg.beta > 0:
+            self.reference, _ = load_rrm(self.sft_model, device=cfg.device)
+            self.reference.requires_grad_(False)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=0.0)
+        torch.manual_seed(cfg.seed)
+        checkpoint = latest_checkpoint(self.checkpoint_dir) if resume else None
+        if checkpoint is not None:
+            self.resume(checkpoint)
+
+    @staticmethod
+    def _kinds(pairs: Sequence[dict[str, Any]], truth: WorldTruth) -> list[str]:
+        """World pair kinds where the truth knows both images, else the category."""
+        return [kind if kind is not None else (pair.get("category") or "unknown")
+                for pair, kind in zip(pairs, pair_kinds(pairs, truth))]
+
+    def quadruples(self, pair: dict[str, Any]) -> tuple[Quadruple, Quadruple]:
+        """(chosen, rejected) quadruples of a curated pair row."""
+        cid = pair["context_id"]
+        context = Context(cid, pair["instruction"], self.images(pair["source_sha"]), pair["source_sha"],
+                          pair.get("category"))
+        principles = tuple(self.checklists[cid])
+        return (Quadruple(context, self.images(pair["chosen_sha"]), principles, pair["chosen_sha"]),
+                Quadruple(context, self.images(pair["rejected_sha"]), principles, pair["rejected_sha"]))
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def state(self) -> dict[str, Any]:
+        """Everything an exact resume needs."""
+        return {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "sampler": self.sampler.state_dict(), "rng": capture_rng(), "step": self.step,
+            "train_seconds": self.train_seconds, "history": self.history, "evaluations": self.evaluations,
+            "config": dataclasses.asdict(self.cfg),
+        }
+
+    def save_checkpoint(self) -> Path:
+        return save_checkpoint(self.checkpoint_dir, self.step, self.state(), keep=self.cfg.keep_checkpoints)
+
+    def resume(self, path: Path) -> None:
+        """Restore model, optimizer, sampler, history and RNG (last) from checkpoint `path`."""
+        state = load_checkpoint(path)
+        changed = sorted(k for k, v in dataclasses.asdict(self.cfg).items()
+                         if k not in _RUN_FIELDS and state["config"].get(k) != v)
+        if changed:
+            raise ValueError(f"checkpoint {path} was made with different settings {changed}: "
+                             "use another out directory or resume=False")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.step = state["step"]
+        self.train_seconds = state["train_seconds"]
+        self.history = state["history"]
+        self.evaluations = state["evaluations"]
+        restore_rng(state["rng"])
+        self.resumed_from = str(path)
+        log.info("resumed from %s at step %d", path, self.step)
+
+    # ------------------------------------------------------------------ one step
+
+    def next_pairs(self) -> PairBatch:
+        """The pairs of the next step (advances the sampler)."""
+        if isinstance(self.sampler, PairKindSampler):
+            indices = self.sampler.next_batch(self.cfg.pairs_per_step)
+        else:
+            indices = self.sampler.next_batch()
+        return PairBatch(indices, [self.kinds[i] for i in indices],
+                         [self.quadruples(self.train_pairs[i]) for i in indices])
+
+    def rollout(self, batch: PairBatch) -> Rollout:
+        cfg = self.cfg
+        return sample_rollout(self.model, self.processor, batch.quads, n_samples=cfg.n_samples,
+                              temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
+                              seed=step_seed(cfg.seed, self.step), reference=self.reference)
+
+    def update(self, rollout: Rollout, kinds: Sequence[str] | None = None) -> dict[str, float]:
+        """Rewards, advantages and `inner_epochs` PPO steps on a rollout; returns the step's stats.
+
+        The first epoch's forward also yields τ and the old log-probs (`score_traces`).
+        """
+        cfg = self.cfg
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        n = rollout.n_samples
+        epoch_stats: list[dict[str, float]] = []
+        grad_norms: list[float] = []
+        rows = None
+        sub = rollout
+        for epoch in range(cfg.inner_epochs):
+            self.optimizer.zero_grad(set_to_none=True)
+            if epoch == 0:
+                scored = score_traces(self.model, self.processor, rollout, cfg.tau_readout)
+                logp_old = scored.logp.detach()
+                r_w, r_l = gcpo_rewards(scored.tau[:, 0], scored.tau[:, 1])  # [P, N] each
+                advantages = torch.stack([group_advantages(r_w), group_advantages(r_l)], dim=1)  # [P, 2, N]
+                groups_zero = (advantages == 0).all(dim=-1)  # [P, 2]
+                flat_adv = advantages.reshape(-1).to(logp_old.device)
+                keep = ~groups_zero.reshape(-1).repeat_interleave(n) if cfg.skip_zero_advantage \
+                    else torch.ones_like(flat_adv, dtype=torch.bool)
+                rows = torch.nonzero(keep.cpu()).flatten().tolist()
+                info = self._rollout_stats(rollout, scored.tau, r_w, r_l, advantages, groups_zero, kinds)
+                if not rows:
+                    break  # every group tied: no signal, no update
+                logp = scored.logp[rows] if len(rows) < len(keep) else scored.logp
+                if len(rows) < len(keep):
+                    sub = select_rows(self.processor, rollout, rows)
+                    logp = logp[:, : sub.completion_ids.shape[1]]
+                old = logp_old[rows][:, : sub.completion_ids.shape[1]]
+                adv = flat_adv[rows]
+            else:
+                logp = token_logprobs(self.model, sub.inputs, sub.completion_ids, sub.prompt_length,
+                                      sub.temperature)[0] * sub.completion_mask
+            loss, stats = gcpo_loss(logp, old, sub.logp_ref, adv, sub.completion_mask, cfg.clip_eps, cfg.beta)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                grad_norms.append(float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)))
+            self.optimizer.step()
+            stats["loss"] = float(loss.detach())
+            epoch_stats.append(stats)
+        info["updated"] = float(bool(epoch_stats))
+        info["traces_in_update"] = float(len(rows or []))
+        if epoch_stats:
+            first, last = epoch_stats[0], epoch_stats[-1]
+            info.update({"loss": first["loss"], "policy_loss": first["policy_loss"],
+                         # the clip and the ratio only move after the first epoch: report the last one
+                         "clip_fraction": last["clip_fraction"], "approx_kl": last["approx_kl"],
+                         "abs_log_ratio": last["abs_log_ratio"], "ratio": last["ratio"]})
+            if "kl" in first:
+                info["kl"] = first["kl"]
+            if grad_norms:
+                info["grad_norm"] = grad_norms[0]
+            info["mean_adv_over_len"] = float(mean_advantage_over_length(adv.cpu(), sub.completion_mask.cpu()))
+        return info
+
+    def _rollout_stats(self, rollout: Rollout, tau: torch.Tensor, r_w: torch.Tensor, r_l: torch.Tensor,
+                       advantages: torch.Tensor, groups_zero: torch.Tensor,
+                       kinds: Sequence[str] | None) -> dict[str, float]:
+        valid = ~tau.isnan()
+        info = {
+            "reward_mean": float(torch.cat([r_w, r_l]).mean()),
+            "reward_chosen": float(r_w.mean()),
+            "parse_rate": float(rollout.parsed_ok.float().mean()),
+            "tau_valid": float(valid.float().mean()),
+            "tau_chosen": float(tau[:, 0][valid[:, 0]].mean()) if valid[:, 0].any() else math.nan,
+            "tau_rejected": float(tau[:, 1][valid[:, 1]].mean()) if valid[:, 1].any() else math.nan,
+            "adv_mean": float(advantages.mean()),
+            "adv_std": float(advantages.std(unbiased=False)),
+            "zero_advantage_frac": float(groups_zero.float().mean()),
+            "response_length": float(rollout.lengths.mean()),
+            "truncated_frac": float((rollout.completion_mask[:, -1] > 0).float().mean())
+            if rollout.completion_mask.shape[1] >= self.cfg.max_new_tokens else 0.0,
+        }
+        if kinds is not None:
+            flagged = torch.tensor([k in self.flagged for k in kinds], dtype=torch.bool)
+            info["disagreement_pairs"] = float(flagged.sum())
+            if flagged.any():
+                info["zero_advantage_frac_disagreement"] = float(groups_zero[flagged].float().mean())
+        return info
+
+    def step_once(self) -> dict[str, float]:
+        """One step: draw pairs, roll out, update; returns the logged entry (timing included)."""
+        started = time.perf_counter()
+        batch = self.next_pairs()
+        rollout = self.rollout(batch)
+        sampled = time.perf_counter()
+        info = self.update(rollout, batch.kinds)
+        done = time.perf_counter()
+        self.train_seconds += done - started
+        self.step += 1
+        info.update(step=self.step, rollout_seconds=round(sampled - started, 3),
+                    update_seconds=round(done - sampled, 3), train_seconds=round(self.train_seconds, 3))
+        return info
+
+    def done(self) -> bool:
+        cfg = self.cfg
+        return (cfg.max_steps > 0 and self.step >= cfg.max_steps) or \
+               (cfg.max_seconds > 0 and self.train_seconds >= cfg.max_seconds)
+
+    def train(self) -> None:
+        """Step until max_steps or max_seconds; evaluate and checkpoint on their schedules."""
+        cfg = self.cfg
+        while not self.done():
+            entry = self.step_once()
+            for key in ("loss", "reward_mean"):
+                if key in entry and not math.isfinite(entry[key]):
+                    raise FloatingPointError(f"{key} is {entry[key]} at step {self.step}")
+            self.history.append(entry)
+            log.info("step %d  reward %.3f  zero-adv %.2f  parse %.2f  len %.0f  clip %.3f  kl %.4f  (%.1fs + %.1fs)",
+                     self.step, entry["reward_mean"], entry["zero_advantage_frac"], entry["parse_rate"],
+                     entry["response_length"], entry.get("clip_fraction", math.nan), entry.get("approx_kl", math.nan),
+                     entry["rollout_seconds"], entry["update_seconds"])
+            if cfg.eval_every and self.step % cfg.eval_every == 0 and not self.done():
+                self.evaluations.append(self.evaluate())
+            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                self.save_checkpoint()
+
+    # ------------------------------------------------------------------ evaluation and the end
+
+    def evaluate(self) -> dict[str, Any]:
+        """Greedy pairwise accuracy (both readouts) and parse rate on the val pairs."""
+        started = time.perf_counter()
+        entry: dict[str, Any] = {"step": self.step, "train_seconds": round(self.train_seconds, 3)}
+        if self.val_pairs:
+            scores = score_pairs(self.model, self.processor, self.val_pairs, self.images, self.checklists,
+                                 batch_size=self.cfg.eval_batch_size, max_new_tokens=self.cfg.max_new_tokens)
+            self.model.eval()  # `score` restores the mode it found; keep RL dropout-free regardless
+            self.last_metrics = rrm_metrics(scores, self.val_kinds)
+            entry.update(headline(self.last_metrics))
+        entry["eval_seconds"] = round(time.perf_counter() - started, 3)
+        log.info("eval at step %d: %s", self.step, {k: v for k, v in entry.items() if k != "step"})
+        return entry
+
+    def summary(self) -> dict[str, float]:
+        """Means of the per-step statistics over the run (the whole history)."""
+        keys = sorted({k for e in self.history for k, v in e.items() if isinstance(v, (int, float))} - {"step"})
+        out = {}
+        for key in keys:
+            values = [e[key] for e in self.history if key in e and math.isfinite(e[key])]
+            if values:
+                out[f"mean_{key}"] = sum(values) / len(values)
+        return out
+
+    def finish(self) -> dict[str, float]:
+        """Final val evaluation, out/model and out/metrics.json; returns the final metrics."""
+        if not self.evaluations or self.evaluations[-1]["step"] != self.step:
+            self.evaluations.append(self.evaluate())
+        final = {k: float(v) for k, v in self.evaluations[-1].items() if isinstance(v, (int, float))}
+        final.update(self.summary())
+        final.update({"steps": float(self.step), "train_seconds": self.train_seconds,
+                      "train_pairs": float(len(self.train_pairs)), "disagreement_kinds": float(len(self.flagged))})
+        save_rrm(self.model, self.processor, self.out / "model")
+        report = {
+            "final": final, "history": self.history, "evaluations": self.evaluations,
+            "config": dataclasses.asdict(self.cfg), "resumed_from": self.resumed_from,
+            "disagreement_kinds": sorted(self.flagged),
+            "teacher_accuracy": {k: {"right": r, "n": n} for k, (r, n) in sorted(self.teacher_accuracy.items())},
+            "sampler_weights": {k: w for k, w in sorted(self.weights.items())},
+        }
+        if self.last_metrics is not None:
+            report["val_detail"] = self.last_metrics
+        (self.out / "metrics.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
+        return final
+
+
+def run_gcpo(cfg: GCPOConfig, storage: Path, sft_model: Path, trajectories: Path, principles: Path, out: Path,
+             *, resume: bool = True) -> dict[str, float]:
+    """The `gcpo` stage: train from the SFT model, evaluate, checkpoint, resume (see module docstring).
+
+    storage: the lake (curated pairs, images, world truth); sft_model: a `save_rrm` directory (the
+    policy's start and, with β > 0, the frozen reference); trajectories / principles: the cold-start
+    outputs (the teacher's scores decide the disagreement kinds; the checklists are the prompts).
+    resume: continue from the newest valid checkpoint under out/checkpoints when there is one.
+    """
+    trainer = GCPOTrainer(cfg, storage, sft_model, trajectories, principles, out)
+    trainer.setup(resume=resume)
+    trainer.train()
+    return trainer.finish()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Command line: run the stage with the params.yaml `gcpo` section and ``--set key=value`` overrides."""
+    import yaml
+
+    from editr1.config import config_from_dict, load_params
+
+    parser = argparse.ArgumentParser(description="The gcpo stage: RL of the RRM on human pairs.")
+    parser.add_argument("--storage", type=Path, required=True, help="Lake root.")
+    parser.add_argument("--sft-model", type=Path, required=True, help="The SFT RRM (a save_rrm directory).")
+    parser.add_argument("--out", type=Path, required=True, help="Run directory (model, checkpoints, metrics).")
+    parser.add_argument("--trajectories", type=Path, help="Default: <storage>/rrm/trajectories.parquet.")
+    parser.add_argument("--principles", type=Path, help="Default: <storage>/rrm/principles.parquet.")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params.yaml (its `gcpo` section).")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="Override one gcpo field.")
+    parser.add_argument("--no-resume", action="store_true", help="Ignore existing checkpoints.")
+    args = parser.parse_args(argv)
+    section = dict(load_params(args.params).get("gcpo") or {}) if args.params.exists() else {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        section[key] = yaml.safe_load(value)
+    cfg = config_from_dict(GCPOConfig, section, "gcpo")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    metrics = run_gcpo(cfg, args.storage, args.sft_model,
+                       args.trajectories or args.storage / "rrm" / "trajectories.parquet",
+                       args.principles or args.storage / "rrm" / "principles.parquet", args.out,
+                       resume=not args.no_resume)
+    print(json.dumps(metrics, indent=2, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""SFT example encoding: labels mask the prompt, right padding changes nothing, batch shapes.
+
+Run: HF_HUB_OFFLINE=1 .venv/bin/python -m pytest tests/unit/test_sft_data.py
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from editr1.models import TinyRRMSpec, tiny_rrm
+from editr1.models.tokenizer import IM_END
+from editr1.rrm.corpus import rrm_corpus
+from editr1.rrm.items import Context, Quadruple
+from editr1.rrm.principles import Principle
+from editr1.rrm.prompt import render_user_text
+from editr1.rrm.scoring import encode_quadruples
+from editr1.training.data import SFTExample, encode_sft_batch, model_inputs, target_ids, token_counts
+from editr1.training.losses import IGNORE_INDEX, sft_token_loss
+from editr1.training.sft import packed_target_logits
+
+torch.set_num_threads(1)
+
+PRINCIPLES = (
+    Principle("Is the circle now blue?", "follow"),
+    Principle("Is the rest of the image unchanged?", "keep"),
+    Principle("Is the image free of noise?", "quality"),
+)
+
+
+def drawing(colour: tuple[int, int, int], box: tuple[int, int, int, int]) -> Image.Image:
+    image = Image.new("RGB", (56, 56), (128, 128, 128))
+    ImageDraw.Draw(image).ellipse(box, fill=colour)
+    return image
+
+
+def example(i: int) -> SFTExample:
+    instruction = "Make the circle blue." + " Keep the rest." * i  # prompts of different lengths
+    context = Context(f"c{i}", instruction, drawing((200, 30, 30), (10, 10, 30 + i, 30 + i)))
+    target = f"before: red circle. after: blue circle.{' fine.' * (3 * i)}\n<score>{7 + i}</score>"
+    return SFTExample(Quadruple(context, drawing((30, 30, 200), (12, 12, 40, 40)), PRINCIPLES), target)
+
+
+EXAMPLES = [example(i) for i in range(3)]
+
+
+@pytest.fixture(scope="module")
+def rrm(tmp_path_factory):
+    corpus = rrm_corpus([e.target for e in EXAMPLES], [render_user_text(e.quad.instruction, PRINCIPLES) for e in EXAMPLES])
+    model, processor = tiny_rrm(corpus * 5, tmp_path_factory.mktemp("rrm"), TinyRRMSpec(seed=3))
+    return model.eval(), processor
+
+
+def test_labels_cover_the_target_and_its_end_token_only(rrm):
+    _, processor = rrm
+    batch = encode_sft_batch(processor, EXAMPLES)
+    prompts = encode_quadruples(processor, [e.quad for e in EXAMPLES])  # what scoring generates from
+    tokenizer = processor.tokenizer
+    for i, ex in enumerate(EXAMPLES):
+        n = int(batch["attention_mask"][i].sum())
+        ids, labels = batch["input_ids"][i, :n], batch["labels"][i, :n]
+        supervised = labels != IGNORE_INDEX
+        expected = target_ids(processor, ex.target)
+        # The supervised tokens are one block at the end of the row: the target, then <|im_end|>.
+        assert supervised.sum() == len(expected)
+        assert supervised[n - len(expected):].all() and not supervised[: n - len(expected)].any()
+        assert labels[supervised].tolist() == expected == ids[n - len(expected):].tolist()
+        assert tokenizer.decode(expected) == ex.target + IM_END
+        # Everything before it is the generation prompt, token for token.
+        prompt = prompts["input_ids"][i][prompts["attention_mask"][i].bool()]
+        assert ids[: n - len(expected)].tolist() == prompt.tolist()
+        assert tokenizer.decode(prompt[-3:]).endswith("assistant\n")
+        # Padding is never supervised.
+        assert (batch["labels"][i, n:] == IGNORE_INDEX).all()
+
+
+def test_collate_shapes_and_token_types(rrm):
+    _, processor = rrm
+    batch = encode_sft_batch(processor, EXAMPLES)
+    lengths = batch["attention_mask"].sum(1)
+    b, length = batch["input_ids"].shape
+    assert b == 3 and length == int(lengths.max())
+    assert batch["labels"].shape == batch["mm_token_type_ids"].shape == (b, length)
+    # Right padding: attention is a run of ones then zeros.
+    for i in range(b):
+        assert batch["attention_mask"][i, : lengths[i]].all() and not batch["attention_mask"][i, lengths[i]:].any()
+    # Two 56x56 images per example: grid (1, 4, 4) each, 16 patches of 3*2*14*14 values, 4 image tokens.
+    assert batch["image_grid_thw"].tolist() == [[1, 4, 4]] * 6
+    assert batch["pixel_values"].shape == (6 * 16, 3 * 2 * 14 * 14)
+    image_tokens = batch["input_ids"] == processor.image_token_id
+    assert torch.equal(batch["mm_token_type_ids"].bool(), image_tokens)
+    assert image_tokens.sum(1).tolist() == [8, 8, 8]
+    counts = token_counts(batch)
+    assert counts["total"] == int(lengths.sum()) and counts["padded"] == b * length
+    assert counts["target"] == sum(len(target_ids(processor, e.target)) for e in EXAMPLES)
+    with pytest.raises(ValueError):
+        encode_sft_batch(processor, [])
+
+
+def test_padded_batch_loss_equals_the_per_example_losses(rrm):
+    model, processor = rrm
+    batch = encode_sft_batch(processor, EXAMPLES)
+    with torch.no_grad():
+        logits, labels = packed_target_logits(model, batch)
+        batch_loss = sft_token_loss(logits, labels)
+        # The packed LM head equals the full forward's loss.
+        full = sft_token_loss(model(**model_inputs(batch)).logits, batch["labels"])
+        singles = [packed_target_logits(model, encode_sft_batch(processor, [e])) for e in EXAMPLES]
+    torch.testing.assert_close(batch_loss, full, rtol=1e-5, atol=1e-6)
+    # Token-weighted: the batch loss is the per-example losses weighted by their target tokens.
+    sizes = [int((lab != IGNORE_INDEX).sum()) for _, lab in singles]
+    per_example = torch.stack([sft_token_loss(lg, lab) for lg, lab in singles])
+    weighted = (per_example * torch.tensor(sizes, dtype=per_example.dtype)).sum() / sum(sizes)
+    torch.testing.assert_close(batch_loss, weighted, rtol=1e-5, atol=1e-6)
+    # Stronger: every supervised logit row of the padded batch equals the unpadded example's.
+    torch.testing.assert_close(logits[0, :-1], torch.cat([lg[0, :-1] for lg, _ in singles]), rtol=1e-4, atol=1e-5)
+    assert labels[0, 1:].tolist() == [t for _, lab in singles for t in lab[0, 1:].tolist()]
