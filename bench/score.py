@@ -17,7 +17,8 @@ equal) — no min_new_tokens is needed for that. Timed, best of ``--repeats`` in
   score_batch    `score_batch` on the same pre-built batches (generation + decode + parse [+ forward]);
   score()        `score` end to end from quadruples (adds prompt rendering and image encoding);
   encode_quadruples  that encoding alone.
-Prints quadruples/s and the ratios to bare, by wall and by CPU time (goal ≤ 1.10 for the parsed readout).
+Prints quadruples/s and the ratios to bare, by wall and by CPU time (goal ≤ 1.10 for the parsed readout),
+then the reward server's throughput with ``--clients`` concurrent clients vs in-process `score()`.
 """
 
 from __future__ import annotations
@@ -131,6 +132,8 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=60, help="0: a random model (no <score> emitted).")
     parser.add_argument("--repeats", type=int, default=3, help="Best of N for every measurement.")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--clients", type=int, default=8, help="Concurrent server clients (0 skips the server).")
+    parser.add_argument("--max-wait-ms", type=float, default=50.0, help="Server batching window.")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -193,6 +196,48 @@ def main() -> None:
         print(f"{name:22s} {wall:7.3f} {len(quads) / wall:8.1f} {wall / wall_bare:6.3f}   "
               f"{cpu:7.3f} {len(quads) / cpu:8.1f} {cpu / cpu_bare:6.3f}")
     print("goal: score/bare <= 1.10 for the parsed readout")
+    if args.clients:
+        server_throughput(model, processor, quads, args)
+
+
+def server_throughput(model, processor, quads: list[Quadruple], args: argparse.Namespace) -> None:
+    """The reward server on a free 127.0.0.1 port: `--clients` threads each sending one quadruple per
+    request, vs in-process `score()` on the same quadruples in `--batch-size` chunks."""
+    import socket
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import uvicorn
+
+    from editr1.serve.app import create_app
+    from editr1.serve.client import RewardClient
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    app = create_app(model, processor, max_batch=args.batch_size, max_wait_ms=args.max_wait_ms,
+                     max_new_tokens=args.max_new_tokens, readout="parsed")
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.05)
+        client = RewardClient(f"http://127.0.0.1:{port}")
+        client.score_quads(quads[:2])  # warm-up
+        started = time.perf_counter()
+        with ThreadPoolExecutor(args.clients) as pool:
+            list(pool.map(lambda q: client.score_quads([q]), quads))
+        served = time.perf_counter() - started
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+    started = time.perf_counter()
+    score(model, processor, quads, readout="parsed", batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
+    local = time.perf_counter() - started
+    print(f"server, {args.clients} concurrent clients (1 quad/request, max_wait_ms={args.max_wait_ms}): "
+          f"{len(quads) / served:.1f} quads/s;  in-process score(): {len(quads) / local:.1f} quads/s;  "
+          f"ratio server/in-process throughput: {local / served:.2f}")
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ from editr1.evaluation.rrm_eval import headline, pair_kinds, rrm_metrics, score_
 from editr1.lake.catalog import curated_pairs
 from editr1.lake.images import ImageLoader
 from editr1.lake.objects import open_object_store
+from editr1.models.processor import RRMProcessor
 from editr1.models.rrm import load_rrm, save_rrm
 from editr1.rrm.items import Context, Quadruple
 from editr1.training.checkpoint import (
@@ -142,6 +143,91 @@ _RUN_FIELDS = {"max_steps", "max_seconds", "eval_every", "eval_pairs", "eval_bat
 def step_seed(seed: int, step: int) -> int:
     """The sampling seed of `step`: a function of (seed, step) only, so resumed runs sample alike."""
     return (seed * 1_000_003 + step * 7_919 + 17) % (2**62)
+
+
+def gcpo_update(model: torch.nn.Module, processor: RRMProcessor, optimizer: torch.optim.Optimizer, rollout: Rollout,
+                cfg: GCPOConfig) -> tuple[dict[str, float], torch.Tensor]:
+    """Rewards, advantages and `cfg.inner_epochs` PPO-clip steps on one rollout (DESIGN §6).
+
+    The first epoch's forward (`score_traces`) gives τ and, detached, the old log-probs; rewards
+    come from `gcpo_rewards` (NaN rule: a trace without a score always loses), advantages from
+    `group_advantages` per side; each epoch is one optimizer step on `gcpo_loss` over the kept
+    traces (all, or with `skip_zero_advantage` those of groups with a non-zero advantage).
+    Returns (stats of the step, groups_zero [P, 2] bool: groups whose advantages are all zero).
+    When every group is zero and skip_zero_advantage is set, no step is taken (stats "updated" 0).
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    n = rollout.n_samples
+    epoch_stats: list[dict[str, float]] = []
+    grad_norms: list[float] = []
+    sub = rollout
+    for epoch in range(cfg.inner_epochs):
+        optimizer.zero_grad(set_to_none=True)
+        if epoch == 0:
+            scored = score_traces(model, processor, rollout, cfg.tau_readout)
+            logp_old = scored.logp.detach()
+            r_w, r_l = gcpo_rewards(scored.tau[:, 0], scored.tau[:, 1])  # [P, N] each
+            advantages = torch.stack([group_advantages(r_w), group_advantages(r_l)], dim=1)  # [P, 2, N]
+            groups_zero = (advantages == 0).all(dim=-1)  # [P, 2]
+            flat_adv = advantages.reshape(-1).to(logp_old.device)  # the rollout's row order
+            if cfg.skip_zero_advantage:
+                keep = ~groups_zero.reshape(-1).repeat_interleave(n)
+            else:
+                keep = torch.ones(flat_adv.shape, dtype=torch.bool)
+            rows = torch.nonzero(keep).flatten().tolist()
+            info = _rollout_stats(rollout, scored.tau, r_w, r_l, advantages, groups_zero)
+            info["traces_in_update"] = float(len(rows))
+            if not rows:
+                break  # every group tied: no signal, no step
+            logp, old, adv = scored.logp, logp_old, flat_adv
+            if len(rows) < len(keep):
+                sub = select_rows(processor, rollout, rows)
+                length = sub.completion_ids.shape[1]
+                logp, old, adv = logp[rows, :length], old[rows, :length], adv[rows]
+        else:
+            logp = token_logprobs(model, sub.inputs, sub.completion_ids, sub.prompt_length,
+                                  sub.temperature)[0] * sub.completion_mask
+        loss, stats = gcpo_loss(logp, old, sub.logp_ref, adv, sub.completion_mask, cfg.clip_eps, cfg.beta)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            grad_norms.append(float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)))
+        optimizer.step()
+        stats["loss"] = float(loss.detach())
+        epoch_stats.append(stats)
+    info["updated"] = float(bool(epoch_stats))
+    if epoch_stats:
+        first, last = epoch_stats[0], epoch_stats[-1]
+        info.update({"loss": first["loss"], "policy_loss": first["policy_loss"],
+                     # the ratio only moves after the first epoch: clip and KL stats of the last one
+                     "clip_fraction": last["clip_fraction"], "approx_kl": last["approx_kl"],
+                     "abs_log_ratio": last["abs_log_ratio"], "ratio": last["ratio"],
+                     "mean_adv_over_len": float(mean_advantage_over_length(adv.cpu(), sub.completion_mask.cpu()))})
+        if "kl" in first:
+            info["kl"] = first["kl"]
+        if grad_norms:
+            info["grad_norm"] = grad_norms[0]
+    return info, groups_zero
+
+
+def _rollout_stats(rollout: Rollout, tau: torch.Tensor, r_w: torch.Tensor, r_l: torch.Tensor,
+                   advantages: torch.Tensor, groups_zero: torch.Tensor) -> dict[str, float]:
+    valid = ~tau.isnan()
+
+    def mean_of(side: int) -> float:
+        return float(tau[:, side][valid[:, side]].mean()) if valid[:, side].any() else math.nan
+
+    return {
+        "reward_mean": float(torch.cat([r_w, r_l]).mean()),
+        "reward_chosen": float(r_w.mean()),
+        "parse_rate": float(rollout.parsed_ok.float().mean()),
+        "tau_valid": float(valid.float().mean()),
+        "tau_chosen": mean_of(0),
+        "tau_rejected": mean_of(1),
+        "adv_mean": float(advantages.mean()),
+        "adv_std": float(advantages.std(unbiased=False)),
+        "zero_advantage_frac": float(groups_zero.float().mean()),
+        "response_length": float(rollout.lengths.mean()),
+    }
 
 
 @dataclass
@@ -292,81 +378,8 @@ class GCPOTrainer:
                               seed=step_seed(cfg.seed, self.step), reference=self.reference)
 
     def update(self, rollout: Rollout, kinds: Sequence[str] | None = None) -> dict[str, float]:
-        """Rewards, advantages and `inner_epochs` PPO steps on a rollout; returns the step's stats.
-
-        The first epoch's forward also yields τ and the old log-probs (`score_traces`).
-        """
-        cfg = self.cfg
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        n = rollout.n_samples
-        epoch_stats: list[dict[str, float]] = []
-        grad_norms: list[float] = []
-        rows = None
-        sub = rollout
-        for epoch in range(cfg.inner_epochs):
-            self.optimizer.zero_grad(set_to_none=True)
-            if epoch == 0:
-                scored = score_traces(self.model, self.processor, rollout, cfg.tau_readout)
-                logp_old = scored.logp.detach()
-                r_w, r_l = gcpo_rewards(scored.tau[:, 0], scored.tau[:, 1])  # [P, N] each
-                advantages = torch.stack([group_advantages(r_w), group_advantages(r_l)], dim=1)  # [P, 2, N]
-                groups_zero = (advantages == 0).all(dim=-1)  # [P, 2]
-                flat_adv = advantages.reshape(-1).to(logp_old.device)
-                keep = ~groups_zero.reshape(-1).repeat_interleave(n) if cfg.skip_zero_advantage \
-                    else torch.ones_like(flat_adv, dtype=torch.bool)
-                rows = torch.nonzero(keep.cpu()).flatten().tolist()
-                info = self._rollout_stats(rollout, scored.tau, r_w, r_l, advantages, groups_zero, kinds)
-                if not rows:
-                    break  # every group tied: no signal, no update
-                logp = scored.logp[rows] if len(rows) < len(keep) else scored.logp
-                if len(rows) < len(keep):
-                    sub = select_rows(self.processor, rollout, rows)
-                    logp = logp[:, : sub.completion_ids.shape[1]]
-                old = logp_old[rows][:, : sub.completion_ids.shape[1]]
-                adv = flat_adv[rows]
-            else:
-                logp = token_logprobs(self.model, sub.inputs, sub.completion_ids, sub.prompt_length,
-                                      sub.temperature)[0] * sub.completion_mask
-            loss, stats = gcpo_loss(logp, old, sub.logp_ref, adv, sub.completion_mask, cfg.clip_eps, cfg.beta)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                grad_norms.append(float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)))
-            self.optimizer.step()
-            stats["loss"] = float(loss.detach())
-            epoch_stats.append(stats)
-        info["updated"] = float(bool(epoch_stats))
-        info["traces_in_update"] = float(len(rows or []))
-        if epoch_stats:
-            first, last = epoch_stats[0], epoch_stats[-1]
-            info.update({"loss": first["loss"], "policy_loss": first["policy_loss"],
-                         # the clip and the ratio only move after the first epoch: report the last one
-                         "clip_fraction": last["clip_fraction"], "approx_kl": last["approx_kl"],
-                         "abs_log_ratio": last["abs_log_ratio"], "ratio": last["ratio"]})
-            if "kl" in first:
-                info["kl"] = first["kl"]
-            if grad_norms:
-                info["grad_norm"] = grad_norms[0]
-            info["mean_adv_over_len"] = float(mean_advantage_over_length(adv.cpu(), sub.completion_mask.cpu()))
-        return info
-
-    def _rollout_stats(self, rollout: Rollout, tau: torch.Tensor, r_w: torch.Tensor, r_l: torch.Tensor,
-                       advantages: torch.Tensor, groups_zero: torch.Tensor,
-                       kinds: Sequence[str] | None) -> dict[str, float]:
-        valid = ~tau.isnan()
-        info = {
-            "reward_mean": float(torch.cat([r_w, r_l]).mean()),
-            "reward_chosen": float(r_w.mean()),
-            "parse_rate": float(rollout.parsed_ok.float().mean()),
-            "tau_valid": float(valid.float().mean()),
-            "tau_chosen": float(tau[:, 0][valid[:, 0]].mean()) if valid[:, 0].any() else math.nan,
-            "tau_rejected": float(tau[:, 1][valid[:, 1]].mean()) if valid[:, 1].any() else math.nan,
-            "adv_mean": float(advantages.mean()),
-            "adv_std": float(advantages.std(unbiased=False)),
-            "zero_advantage_frac": float(groups_zero.float().mean()),
-            "response_length": float(rollout.lengths.mean()),
-            "truncated_frac": float((rollout.completion_mask[:, -1] > 0).float().mean())
-            if rollout.completion_mask.shape[1] >= self.cfg.max_new_tokens else 0.0,
-        }
+        """`gcpo_update` on a rollout, plus the zero-advantage share of the disagreement kinds."""
+        info, groups_zero = gcpo_update(self.model, self.processor, self.optimizer, rollout, self.cfg)
         if kinds is not None:
             flagged = torch.tensor([k in self.flagged for k in kinds], dtype=torch.bool)
             info["disagreement_pairs"] = float(flagged.sum())

@@ -1,0 +1,180 @@
+"""GCPO end to end on a small world lake and a tiny RRM built offline: two steps change the model
+with finite, sane statistics; a run killed by SIGKILL resumes to the very same weights.
+
+The RRM is a random tiny Qwen2.5-VL taught for a few seconds to write a short judgement
+"<verdict> <score>k</score>" (k varies with the example), so that a 16-token trace ends in a score
+and sampled traces disagree — a random model would never write `<score>` and every reward would be 0.
+
+Run: .venv/bin/python -m pytest tests/integration/test_gcpo.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from editr1.coldstart import load_trajectories, run_coldstart, run_principles
+from editr1.config import ColdstartConfig, CurateConfig, PrinciplesConfig
+from editr1.curation import add_batch
+from editr1.lake.images import ImageLoader
+from editr1.lake.objects import open_object_store
+from editr1.models.rrm import TinyRRMSpec, save_rrm, tiny_rrm
+from editr1.rrm.corpus import trajectory_corpus
+from editr1.teachers.factory import build_teacher
+from editr1.teachers.params import TeacherConfig
+from editr1.training.data import SFTExample, encode_sft_batch, model_inputs, quadruple_of
+from editr1.training.gcpo import GCPOConfig, GCPOTrainer, run_gcpo
+from editr1.training.losses import sft_token_loss
+from editr1.world import WorldConfig, write_batch
+
+torch.set_num_threads(1)
+
+SMALL = dict(n_samples=4, pairs_per_step=2, max_new_tokens=16, temperature=1.0, lr=1e-3, inner_epochs=2,
+             eval_pairs=0, max_seconds=0.0, checkpoint_every=1, keep_checkpoints=3, seed=3)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> dict[str, Path]:
+    """A curated world lake with principles and teacher trajectories, and a tiny 'SFT' RRM."""
+    root = tmp_path_factory.mktemp("gcpo")
+    storage = root / "lake"
+    write_batch(storage / "incoming" / "w", 60, 11, WorldConfig())
+    add_batch(storage / "incoming" / "w", storage, CurateConfig())
+    teacher = build_teacher(TeacherConfig(), storage, WorldConfig())
+    store = open_object_store("", storage)
+    principles = storage / "rrm" / "principles.parquet"
+    trajectories = storage / "rrm" / "trajectories.parquet"
+    run_principles(PrinciplesConfig(), storage, teacher, store, principles)
+    run_coldstart(ColdstartConfig(k=2), storage, teacher, store, principles, trajectories)
+
+    rows = load_trajectories(trajectories, split="train")[:16]
+    model, processor = tiny_rrm(trajectory_corpus(rows), root / "rrm", TinyRRMSpec(vocab_size=600))
+    images = ImageLoader(store)
+    examples = [SFTExample(quadruple_of(r, images), f"ok {i % 3}. <score>{4 + i % 5}</score>")
+                for i, r in enumerate(rows)]
+    batch = encode_sft_batch(processor, examples)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        for _ in range(40):
+            optimizer.zero_grad()
+            sft_token_loss(model(**model_inputs(batch)).logits, batch["labels"]).backward()
+            optimizer.step()
+    save_rrm(model, processor, root / "sft")
+    return {"storage": storage, "sft": root / "sft", "trajectories": trajectories, "principles": principles,
+            "root": root}
+
+
+def trainer_for(world, out: Path, **overrides) -> GCPOTrainer:
+    cfg = GCPOConfig(**{**SMALL, **overrides})
+    return GCPOTrainer(cfg, world["storage"], world["sft"], world["trajectories"], world["principles"], out)
+
+
+def test_two_steps_change_the_model_with_sane_stats(world, tmp_path):
+    trainer = trainer_for(world, tmp_path / "run", max_steps=2, beta=0.02, skip_zero_advantage=True)
+    trainer.setup(resume=False)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    assert trainer.reference is not None and trainer.model.training is False
+    for _ in range(2):
+        trainer.history.append(trainer.step_once())
+    after = trainer.model.state_dict()
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert changed, "no parameter changed"
+    assert any("visual" in k for k in changed) and any("language_model" in k for k in changed)
+    for entry in trainer.history:
+        assert entry["updated"] == 1.0
+        assert 0.0 <= entry["reward_mean"] <= 1.0
+        assert 0.0 <= entry["parse_rate"] <= 1.0 and entry["tau_valid"] > 0.5
+        assert 0.0 <= entry["zero_advantage_frac"] < 1.0
+        assert abs(entry["adv_mean"]) < 1e-6  # mean-centred per group
+        assert entry["adv_std"] > 0
+        assert 1 <= entry["response_length"] <= SMALL["max_new_tokens"]
+        assert 0.0 <= entry["clip_fraction"] <= 1.0
+        assert entry["approx_kl"] >= 0 and entry["kl"] >= 0
+        for key in ("loss", "policy_loss", "mean_adv_over_len", "grad_norm"):
+            assert torch.isfinite(torch.tensor(entry[key])), (key, entry[key])
+    # The reference stays the SFT model.
+    reference = trainer.reference.state_dict()
+    assert all(torch.equal(reference[k], before[k]) for k in before)
+
+
+def test_first_epoch_ratio_is_one_and_stats_report_the_update(world, tmp_path):
+    # One inner epoch: the PPO ratio is exactly 1 (the old log-probs come from the same forward).
+    trainer = trainer_for(world, tmp_path / "run", max_steps=1, inner_epochs=1)
+    trainer.setup(resume=False)
+    entry = trainer.step_once()
+    assert entry["ratio"] == pytest.approx(1.0, abs=1e-6) and entry["clip_fraction"] == 0.0
+    assert entry["approx_kl"] == pytest.approx(0.0, abs=1e-7)
+
+
+def _run_in_subprocess(world, out: Path, max_steps: int, kill_after_checkpoint: int | None) -> None:
+    args = {k: str(v) for k, v in world.items()} | {"out": str(out), "max_steps": max_steps, "small": SMALL}
+    code = (
+        "import json, sys, torch\n"
+        "torch.set_num_threads(1)\n"
+        "from pathlib import Path\n"
+        "from editr1.training.gcpo import GCPOConfig, run_gcpo\n"
+        "a = json.loads(sys.argv[1])\n"
+        "cfg = GCPOConfig(**{**a['small'], 'max_steps': a['max_steps']})\n"
+        "run_gcpo(cfg, Path(a['storage']), Path(a['sft']), Path(a['trajectories']), Path(a['principles']),"
+        " Path(a['out']))\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", code, json.dumps(args)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if kill_after_checkpoint is None:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err.decode()[-3000:]
+        return
+    marker = out / "checkpoints" / f"step-{kill_after_checkpoint:08d}" / "manifest.json"
+    deadline = time.monotonic() + 120
+    while not marker.exists():
+        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+
+
+def test_exact_resume_after_sigkill(world, tmp_path):
+    steps = 4
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    _run_in_subprocess(world, straight, steps, None)
+    _run_in_subprocess(world, killed, steps, kill_after_checkpoint=2)
+    assert not (killed / "model").exists()
+    _run_in_subprocess(world, killed, steps, None)  # resumes from the newest valid checkpoint
+
+    a = load_file(straight / "model" / "model.safetensors")
+    b = load_file(killed / "model" / "model.safetensors")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    report_a = json.loads((straight / "metrics.json").read_text())
+    report_b = json.loads((killed / "metrics.json").read_text())
+    assert report_b["resumed_from"] is not None and report_a["resumed_from"] is None
+    strip = ("rollout_seconds", "update_seconds", "train_seconds")
+    assert [{k: v for k, v in e.items() if k not in strip} for e in report_a["history"]] == \
+           [{k: v for k, v in e.items() if k not in strip} for e in report_b["history"]]
+    assert len(report_b["history"]) == steps
+
+
+def test_resume_with_other_settings_is_refused(world, tmp_path):
+    out = tmp_path / "run"
+    first = trainer_for(world, out, max_steps=1)
+    first.setup(resume=False)
+    first.history.append(first.step_once())
+    first.save_checkpoint()
+    other = trainer_for(world, out, max_steps=2, lr=5e-4)
+    with pytest.raises(ValueError, match="lr"):
+        other.setup(resume=True)
