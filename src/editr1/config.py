@@ -98,6 +98,21 @@ class ColdstartConfig:
     max_items: int = field(default=0, metadata={"help": "Cap on (context, image) items, 0 = all (smoke runs)."})
 
 
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """The `evaluate` stage (reward models)."""
+
+    split: str = field(default="test", metadata={"help": "Held-out split the accuracies are reported on."})
+    calibration_split: str = field(default="val", metadata={"help": "Split that calibrates the tie threshold."})
+    n_samples: int = field(default=1, metadata={"help": "Samples per item (>1: self-ensembling, mean score)."})
+    temperature: float = field(default=0.0, metadata={"help": "Sampling temperature (0 = greedy; >0 with n_samples > 1)."})
+    batch_size: int = field(default=32, metadata={"help": "Items per generation batch."})
+    max_new_tokens: int = field(default=320, metadata={"help": "Generation budget per judgement."})
+    max_pairs: int = field(default=0, metadata={"help": "Cap on evaluated pairs per split, 0 = all."})
+    bootstrap: int = field(default=1000, metadata={"help": "Paired bootstrap resamples for the CIs."})
+    seed: int = field(default=0, metadata={"help": "Seed of sampling, the random baseline and the bootstrap."})
+
+
 STAGE_CONFIGS: dict[str, type] = {
     "demo": DemoConfig,
     "world": WorldConfig,
@@ -105,6 +120,7 @@ STAGE_CONFIGS: dict[str, type] = {
     "teacher": TeacherConfig,
     "principles": PrinciplesConfig,
     "coldstart": ColdstartConfig,
+    "evaluate": EvaluateConfig,
 }
 
 

@@ -27,6 +27,8 @@ world_app = typer.Typer(help="The synthetic shapes world.", no_args_is_help=True
 batch_app = typer.Typer(help="Preference batches in the lake (the `curate` stage).", no_args_is_help=True)
 app.add_typer(world_app, name="world")
 app.add_typer(batch_app, name="batch")
+eval_app = typer.Typer(help="The `evaluate` stage.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
 rrm_app = typer.Typer(help="The reward-model registry (MLflow): promotion and aliases.", no_args_is_help=True)
 app.add_typer(rrm_app, name="rrm")
 
@@ -276,6 +278,47 @@ def serve_cmd(model: ModelOpt, host: str = "127.0.0.1", port: int = 8000,
 
     serve(resolve_model_uri(model, storage_root(storage)), host=host, port=port, token=token, readout=readout,
           max_batch=max_batch, max_new_tokens=max_new_tokens)
+
+
+@eval_app.command("rrm")
+def eval_rrm(model: Annotated[list[str], typer.Option("--model", help="NAME=URI or URI (repeatable); URIs as "
+                                                                        "everywhere: folder, models:/…, hub id, tiny.")],
+             split: Annotated[str | None, typer.Option(help="Held-out split (default: evaluate.split).")] = None,
+             out: Annotated[Path | None, typer.Option(help="Report folder (default <storage>/reports/rrm).")] = None,
+             teacher: Annotated[bool, typer.Option(help="Include the teacher baseline and gold agreement.")] = True,
+             storage: StorageOpt = None, params: ParamsOpt = Path("params.yaml"), as_json: JsonFlag = False) -> None:
+    """Pairwise accuracy (with and without ties, both readouts), per category and pair kind, against baselines."""
+    from dataclasses import replace
+
+    from editr1.config import EvaluateConfig
+    from editr1.evaluation.report import run_rrm_eval
+    from editr1ops.registry import resolve_model_uri
+
+    cfg = load_config(EvaluateConfig, "evaluate", params)
+    cfg = replace(cfg, split=split) if split else cfg
+    try:
+        root, judge, store = _stage_inputs(storage, params) if teacher else (storage_root(storage), None, None)
+        if store is None:
+            from editr1.config import CurateConfig
+            from editr1.lake.objects import open_object_store
+
+            curate_cfg = load_config(CurateConfig, "curate", params)
+            store = open_object_store(curate_cfg.object_store, root, curate_cfg.s3_endpoint_url or None)
+        models = {}
+        for i, spec in enumerate(model):
+            name, _, uri = spec.partition("=") if "=" in spec and not spec.startswith(("models:/", "runs:/")) \
+                else (f"model{i + 1}" if len(model) > 1 else "model", "", spec)
+            models[name] = resolve_model_uri(uri, root)
+        report = run_rrm_eval(cfg, root, models, root / "rrm" / "principles.parquet", store,
+                              out or root / "reports" / "rrm", judge)
+    except (ValueError, FileNotFoundError) as err:
+        fail(str(err))
+    if as_json:
+        print_json(report)
+    else:
+        from editr1.evaluation.report import markdown
+
+        sys.stdout.write(markdown(report))
 
 
 @rrm_app.command("promote")
