@@ -35,7 +35,7 @@ class _RRMArtifact(mlflow.pyfunc.PythonModel):
     """Marks the logged directory as an MLflow model; the weights are the `rrm` artifact, loaded with
     `editr1.models.load_rrm` (the platform never unpickles this class to score)."""
 
-    def predict(self, context, model_input, params=None):  # noqa: ARG002
+    def predict(self, context, model_input: list[str], params: dict | None = None) -> list[str]:  # noqa: ARG002
         raise RuntimeError("load the RRM with editr1.models.load_rrm(<artifacts>/rrm) and score with "
                            "editr1.rrm.scoring.score")
 
