@@ -1,0 +1,45 @@
+"""The `evaluate` stage's report: models and baselines on the same held-out pairs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from editr1.coldstart import run_principles
+from editr1.config import CurateConfig, EvaluateConfig, PrinciplesConfig
+from editr1.curation import add_batch
+from editr1.evaluation.report import run_rrm_eval
+from editr1.lake.objects import open_object_store
+from editr1.models import save_rrm, tiny_rrm
+from editr1.teachers.factory import build_teacher
+from editr1.teachers.params import TeacherConfig
+from editr1.world import WorldConfig, write_batch
+
+
+def test_report_has_models_baselines_kinds_and_cis(tmp_path):
+    storage = tmp_path / "lake"
+    write_batch(storage / "incoming" / "w", 120, 11, WorldConfig())
+    add_batch(storage / "incoming" / "w", storage, CurateConfig())
+    store = open_object_store("", storage)
+    teacher = build_teacher(TeacherConfig(), storage, WorldConfig())
+    run_principles(PrinciplesConfig(), storage, teacher, store, storage / "rrm" / "principles.parquet")
+    torch.manual_seed(0)
+    model, processor = tiny_rrm(["before after <score>5</score> yes no"] * 10, tmp_path / "tok")
+    save_rrm(model, processor, tmp_path / "m")
+    cfg = EvaluateConfig(max_new_tokens=12, max_pairs=10, bootstrap=50)
+    report = run_rrm_eval(cfg, storage, {"a": tmp_path / "m", "b": tmp_path / "m"},
+                          storage / "rrm" / "principles.parquet", store, tmp_path / "out", teacher)
+    assert set(report["baselines"]) == {"random", "teacher (oracle)"}
+    # the teacher judges with its own rubric: a real number, not a placeholder
+    assert 0.0 <= report["baselines"]["teacher (oracle)"]["acc_no_ties"] <= 1.0
+    for name in ("a", "b"):
+        m = report["models"][name]
+        assert m["parse_rate"] == 0.0  # an untrained model writes no <score>
+        assert m["expected"]["acc_no_ties"] == 0.0  # missing scores count as wrong (the paper's protocol)
+        assert m["expected"]["per_kind"]
+    assert report["differences"]["b - a (expected)"]["diff"] == 0.0
+    saved = json.loads((tmp_path / "out" / "rrm_eval.json").read_text())
+    assert saved["non_tie_pairs"] == report["non_tie_pairs"]
+    assert "| a |" in (tmp_path / "out" / "rrm_eval.md").read_text()
