@@ -220,13 +220,26 @@ def _emit(summary: dict[str, Any], path: Path | None) -> None:
     print_json(summary)
 
 
+def _lake_checklist(root: Path, source: Path, instruction: str):
+    """The principles stage's checklist for this (source image, instruction) when the lake has one."""
+    from editr1.coldstart import load_principles
+    from editr1.curation.ids import context_id
+    from editr1.lake.objects import sha256_hex
+
+    path = root / "rrm" / "principles.parquet"
+    if not path.exists():
+        return None
+    return load_principles(path).get(context_id(sha256_hex(source.read_bytes()), instruction))
+
+
 @app.command("score")
 def score_cmd(model: ModelOpt,
               source: Annotated[Path, typer.Option(help="Source image file.")],
               edited: Annotated[Path, typer.Option(help="Edited image file.")],
               instruction: Annotated[str, typer.Option(help="The edit instruction.")],
-              principles: Annotated[Path | None, typer.Option(help="JSON list of {question, category}; "
-                                                                  "default: a generic checklist.")] = None,
+              principles: Annotated[Path | None, typer.Option(help="JSON list of {question, category}; default: "
+                                                                  "the lake's checklist for this context, else a "
+                                                                  "generic one.")] = None,
               readout: Annotated[str, typer.Option(help="expected | parsed")] = "expected",
               max_new_tokens: int = 256, storage: StorageOpt = None, as_json: JsonFlag = False) -> None:
     """Judges one edit: reasoning, a per-principle table and the score."""
@@ -239,8 +252,10 @@ def score_cmd(model: ModelOpt,
     from editr1ops.registry import resolve_model_uri
 
     try:
-        checklist = (parse_principles_json(principles.read_text()) if principles
-                     else generic_principles(instruction))
+        if principles:
+            checklist = parse_principles_json(principles.read_text())
+        else:
+            checklist = _lake_checklist(storage_root(storage), source, instruction) or generic_principles(instruction)
         images = [Image.open(p).convert("RGB") for p in (source, edited)]
         rrm, processor = load_rrm(resolve_model_uri(model, storage_root(storage)))
     except (OSError, ValueError) as err:
