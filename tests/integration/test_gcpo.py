@@ -23,19 +23,23 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import BatchFeature
 
 from editr1.coldstart import load_trajectories, run_coldstart, run_principles
 from editr1.config import ColdstartConfig, CurateConfig, PrinciplesConfig
 from editr1.curation import add_batch
 from editr1.lake.images import ImageLoader
 from editr1.lake.objects import open_object_store
-from editr1.models.rrm import TinyRRMSpec, save_rrm, tiny_rrm
+from editr1.models.rrm import TinyRRMSpec, repeat_batch, save_rrm, tiny_rrm
 from editr1.rrm.corpus import trajectory_corpus
 from editr1.teachers.factory import build_teacher
 from editr1.teachers.params import TeacherConfig
 from editr1.training.data import SFTExample, encode_sft_batch, model_inputs, quadruple_of
 from editr1.training.gcpo import GCPOConfig, GCPOTrainer, run_gcpo
 from editr1.training.losses import sft_token_loss
+from editr1.models.rrm import generate_ids
+from editr1.rrm.scoring import encode_quadruples
+from editr1.training.rollout import INPUT_KEYS, sample_completions, select_groups, token_logprobs
 from editr1.world import WorldConfig, write_batch
 
 torch.set_num_threads(1)
@@ -116,6 +120,63 @@ def test_first_epoch_ratio_is_one_and_stats_report_the_update(world, tmp_path):
     entry = trainer.step_once()
     assert entry["ratio"] == pytest.approx(1.0, abs=1e-6) and entry["clip_fraction"] == 0.0
     assert entry["approx_kl"] == pytest.approx(0.0, abs=1e-7)
+
+
+def test_shared_prompt_logprobs_equal_full_sequences(world, tmp_path):
+    # token_logprobs runs each prompt once and shares its cache with the group's N traces; the
+    # log-probs and their gradients must equal a plain forward over the 2PN full sequences.
+    trainer = trainer_for(world, tmp_path / "run", max_steps=1)
+    trainer.setup(resume=False)
+    model, processor = trainer.model, trainer.processor
+    rollout = trainer.rollout(trainer.next_pairs())
+    n = rollout.n_samples
+    prompts = repeat_batch(processor, BatchFeature(rollout.prompts), n)
+    mask = rollout.completion_mask.long()
+    full = dict(prompts)
+    full["input_ids"] = torch.cat([prompts["input_ids"], rollout.completion_ids], dim=1)
+    full["attention_mask"] = torch.cat([prompts["attention_mask"], mask], dim=1)
+    full["mm_token_type_ids"] = torch.cat([prompts["mm_token_type_ids"], torch.zeros_like(mask)], dim=1)
+    length = prompts["input_ids"].shape[1]
+    hidden = model.model(**full, use_cache=False).last_hidden_state[:, length - 1 : -1]
+    plain = torch.log_softmax(model.get_output_embeddings()(hidden).float(), dim=-1)
+    plain = plain.gather(-1, rollout.completion_ids[..., None])[..., 0] * rollout.completion_mask
+    plain.sum().backward()
+    grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    shared = token_logprobs(model, rollout)[0]
+    torch.testing.assert_close(shared, plain, atol=1e-5, rtol=1e-5)
+    shared.sum().backward()
+    for name, grad in grads.items():
+        torch.testing.assert_close(dict(model.named_parameters())[name].grad, grad, atol=1e-4, rtol=1e-4)
+    # A subset of groups (e.g. the non-zero-advantage ones) gives the same rows' log-probs.
+    with torch.no_grad():
+        sub = select_groups(processor, rollout, [1, 2])
+        rows = list(range(n, 3 * n))
+        got = token_logprobs(model, sub)[0]
+        torch.testing.assert_close(got, shared.detach()[rows, : got.shape[1]], atol=1e-5, rtol=1e-5)
+        assert sub.texts == [rollout.texts[r] for r in rows]
+
+
+def test_sampler_matches_generate(world, tmp_path):
+    # The rollout's sampler (prompt prefilled once, cache shared by the N samples) decodes exactly
+    # what `generate_ids` decodes: compared greedily, token for token, on left-padded prompts.
+    trainer = trainer_for(world, tmp_path / "run", max_steps=1)
+    trainer.setup(resume=False)
+    model, processor = trainer.model, trainer.processor
+    quads = [q for pair in trainer.next_pairs().quads for q in pair]
+    encoded = encode_quadruples(processor, quads)
+    prompts = {k: encoded[k] for k in INPUT_KEYS if k in encoded}
+    reference = generate_ids(model, processor, encoded, 20, temperature=0.0)
+    ids, mask = sample_completions(model, processor, prompts, 1, 20, temperature=0.0, seed=0)
+    assert torch.equal(ids, reference.completion_ids[:, : ids.shape[1]])
+    assert torch.equal(mask, reference.completion_mask[:, : ids.shape[1]].long())
+    assert not reference.completion_mask[:, ids.shape[1]:].any()
+    # Sampling: n rows per prompt, reproducible by seed, the global RNG untouched.
+    state = torch.get_rng_state()
+    a = sample_completions(model, processor, prompts, 3, 12, temperature=1.0, seed=5)
+    b = sample_completions(model, processor, prompts, 3, 12, temperature=1.0, seed=5)
+    assert torch.equal(a[0], b[0]) and a[0].shape[0] == 3 * len(quads)
+    assert torch.equal(torch.get_rng_state(), state)
 
 
 def _run_in_subprocess(world, out: Path, max_steps: int, kill_after_checkpoint: int | None) -> None:

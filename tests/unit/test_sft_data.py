@@ -74,7 +74,7 @@ def test_labels_cover_the_target_and_its_end_token_only(rrm):
         # Everything before it is the generation prompt, token for token.
         prompt = prompts["input_ids"][i][prompts["attention_mask"][i].bool()]
         assert ids[: n - len(expected)].tolist() == prompt.tolist()
-        assert tokenizer.decode(prompt[-3:]).endswith("assistant\n")
+        assert tokenizer.decode(prompt).endswith("<|im_start|>assistant\n")
         # Padding is never supervised.
         assert (batch["labels"][i, n:] == IGNORE_INDEX).all()
 

@@ -39,12 +39,26 @@ from editr1.training.losses import IGNORE_INDEX, build_sft_labels
 MODEL_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "pixel_values", "image_grid_thw")
 
 
+CAPTION_REQUEST = "Describe both images."
+KINDS = ("judge", "caption")
+
+
 @dataclass(frozen=True)
 class SFTExample:
-    """One supervised judgement: what the RRM sees (``quad``) and the text it must write (``target``)."""
+    """One supervised example: what the RRM sees (``quad``) and the text it must write (``target``).
+
+    kind "judge": the RRM prompt (system, images, instruction, principles) → the whole trajectory.
+    kind "caption": the two images and `CAPTION_REQUEST` only → the first line of the trajectory
+    (the teacher's description of both images): a short perception example (see `caption_examples`).
+    """
 
     quad: Quadruple
     target: str
+    kind: str = "judge"
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
 
 
 def quadruple_of(row: dict[str, Any], images: Callable[[str], Image.Image]) -> Quadruple:
@@ -65,9 +79,31 @@ def sft_examples(rows: Sequence[dict[str, Any]], images: Callable[[str], Image.I
     return examples
 
 
-def prompt_messages(quad: Quadruple) -> list[dict[str, Any]]:
-    """The RRM prompt of ``quad`` (system + user), identical to the one used for scoring."""
-    return render_messages(quad.instruction, quad.principles, quad.source, quad.edited)
+def caption_examples(examples: Sequence[SFTExample]) -> list[SFTExample]:
+    """Caption examples from judge examples: same images, target = the first line of the trajectory.
+
+    Examples whose trajectory is a single line (nothing but a judgement) are skipped.
+    """
+    out = []
+    for ex in examples:
+        first, newline, _ = ex.target.strip().partition("\n")
+        if newline and first.strip():
+            out.append(SFTExample(ex.quad, first.strip(), "caption"))
+    return out
+
+
+def prompt_messages(example: SFTExample) -> list[dict[str, Any]]:
+    """The prompt of ``example``: for "judge" the RRM prompt, identical to the one used for scoring;
+    for "caption" a user turn with the two images and `CAPTION_REQUEST` (the chat template's default
+    system turn)."""
+    quad = example.quad
+    if example.kind == "judge":
+        return render_messages(quad.instruction, quad.principles, quad.source, quad.edited)
+    return [{"role": "user", "content": [
+        {"type": "text", "text": "Source image:"}, {"type": "image", "image": quad.source},
+        {"type": "text", "text": "Edited image:"}, {"type": "image", "image": quad.edited},
+        {"type": "text", "text": CAPTION_REQUEST},
+    ]}]
 
 
 def target_ids(processor: RRMProcessor, target: str) -> list[int]:
@@ -92,7 +128,7 @@ def encode_sft_batch(processor: RRMProcessor, examples: Sequence[SFTExample]) ->
         raise ValueError("no examples to encode")
     quads = [ex.quad for ex in examples]
     # The processor expands each image placeholder into its image tokens; its left padding is undone below.
-    prompts = encode_batch(processor, [prompt_messages(q) for q in quads], [[q.source, q.edited] for q in quads])
+    prompts = encode_batch(processor, [prompt_messages(ex) for ex in examples], [[q.source, q.edited] for q in quads])
     pad_id = processor.tokenizer.convert_tokens_to_ids(ENDOFTEXT)
     rows = []
     for i, ex in enumerate(examples):

@@ -62,7 +62,7 @@ from editr1.training.checkpoint import (
     save_checkpoint,
 )
 from editr1.training.losses import gcpo_loss, gcpo_rewards, group_advantages, mean_advantage_over_length
-from editr1.training.rollout import READOUTS, Rollout, sample_rollout, score_traces, select_rows, token_logprobs
+from editr1.training.rollout import READOUTS, Rollout, sample_rollout, score_traces, select_groups, token_logprobs
 from editr1.training.stratify import PairKindSampler, disagreement_kinds, kind_weights, teacher_accuracy
 from editr1.world.truth import WorldTruth
 
@@ -170,23 +170,20 @@ def gcpo_update(model: torch.nn.Module, processor: RRMProcessor, optimizer: torc
             advantages = torch.stack([group_advantages(r_w), group_advantages(r_l)], dim=1)  # [P, 2, N]
             groups_zero = (advantages == 0).all(dim=-1)  # [P, 2]
             flat_adv = advantages.reshape(-1).to(logp_old.device)  # the rollout's row order
-            if cfg.skip_zero_advantage:
-                keep = ~groups_zero.reshape(-1).repeat_interleave(n)
-            else:
-                keep = torch.ones(flat_adv.shape, dtype=torch.bool)
-            rows = torch.nonzero(keep).flatten().tolist()
+            kept = [g for g, zero in enumerate(groups_zero.reshape(-1).tolist())
+                    if not (zero and cfg.skip_zero_advantage)]
             info = _rollout_stats(rollout, scored.tau, r_w, r_l, advantages, groups_zero)
-            info["traces_in_update"] = float(len(rows))
-            if not rows:
+            info["traces_in_update"] = float(len(kept) * n)
+            if not kept:
                 break  # every group tied: no signal, no step
             logp, old, adv = scored.logp, logp_old, flat_adv
-            if len(rows) < len(keep):
-                sub = select_rows(processor, rollout, rows)
+            if len(kept) < groups_zero.numel():
+                sub = select_groups(processor, rollout, kept)
+                rows = [g * n + j for g in kept for j in range(n)]
                 length = sub.completion_ids.shape[1]
                 logp, old, adv = logp[rows, :length], old[rows, :length], adv[rows]
         else:
-            logp = token_logprobs(model, sub.inputs, sub.completion_ids, sub.prompt_length,
-                                  sub.temperature)[0] * sub.completion_mask
+            logp = token_logprobs(model, sub)[0]
         loss, stats = gcpo_loss(logp, old, sub.logp_ref, adv, sub.completion_mask, cfg.clip_eps, cfg.beta)
         loss.backward()
         if cfg.grad_clip > 0:

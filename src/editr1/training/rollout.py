@@ -1,22 +1,33 @@
 """GCPO rollouts: N traces per side of each human pair from the current policy, their scores τ and
 their per-token log-probs (DESIGN §6).
 
-    from editr1.training.rollout import sample_rollout, score_traces, token_logprobs, select_rows
+    from editr1.training.rollout import sample_rollout, score_traces, token_logprobs, select_groups
     rollout = sample_rollout(model, processor, [(chosen_quad, rejected_quad), ...], n_samples=8,
                              temperature=1.0, max_new_tokens=512, seed=step, reference=None)
     scored = score_traces(model, processor, rollout, readout="expected")   # ONE forward, grad on
     scored.tau          # [P, 2, N]: side 0 = chosen, 1 = rejected; NaN = no score (the losses' NaN rule)
     logp_old = scored.logp.detach()                                          # [B, T], B = 2 P N
     loss = gcpo_loss(scored.logp, logp_old, rollout.logp_ref, ...)           # the first PPO epoch
-    logp = token_logprobs(model, sub.inputs, sub.completion_ids, sub.prompt_length, T)[0]  # later epochs
+    sub = select_groups(processor, rollout, groups_to_keep)                  # e.g. non-zero advantage
+    logp = token_logprobs(model, sub)[0]                                     # later epochs
 
 Rows are pair-major, then side, then sample: row (2p + s) N + j is sample j of side s of pair p
-(the order `generate_ids` returns for the 2P prompts [p0 chosen, p0 rejected, p1 chosen, ...]).
+(prompt-major over the 2P prompts [p0 chosen, p0 rejected, p1 chosen, ...], as `generate_ids` orders them).
+Prompt g = 2p + s and its N rows form one GCPO group.
 
-No redundant forward. Sampling (`generate_ids`, KV cache, no grad) returns tokens only. The one
-teacher-forced pass over prompt + completion that `score_traces` runs gives, together, the
-log-prob of every sampled token and the logits right after the last generated `<score>` (the
-`expected` readout; `editr1.rrm.scoring` runs a pass of its own for it). Run with grad, that same
+The prompt is computed once per group. The N traces of a group share their prompt (system text,
+instruction, ~10 questions, two images: about as many tokens as a judgement), so both the sampler
+(`sample_completions`) and `token_logprobs` run the prompts alone (2P rows, vision encoder
+included), repeat their key/value cache N times and run the completions (2PN rows) on it: the
+same numbers as 2PN full sequences (to float rounding; tests/integration/test_gcpo.py checks both
+against `generate_ids` and a plain forward), gradients included, at about the cost of the
+completions alone. The sampler is a plain loop for the same reason: `generate` prefills every
+prompt N times and its per-token machinery cost ~40% of the decoding time of this tiny model.
+
+No redundant forward. Sampling (KV cache, no grad) returns tokens only. The one teacher-forced
+pass over prompt + completion that `score_traces` runs gives, together, the log-prob of every
+sampled token and the hidden state right after the last generated `<score>` (the `expected`
+readout; `editr1.rrm.scoring` runs a pass of its own for it). Run with grad, that same
 pass is the first PPO epoch's forward: nothing has been updated since sampling, so its detached
 log-probs ARE the old log-probs (the ratio is exactly 1 at the first epoch) — the separate no-grad
 "old log-prob" pass most trainers run would compute the same numbers again. With β > 0 the
@@ -36,11 +47,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from transformers import Qwen2_5_VLForConditionalGeneration
+from transformers import DynamicCache, Qwen2_5_VLForConditionalGeneration
 
 from editr1.models.processor import RRMProcessor
-from editr1.models.rrm import completion_batch, generate_ids
-from editr1.models.tokenizer import SCORE_OPEN, single_token_id
+from editr1.models.tokenizer import ENDOFTEXT, IM_END, SCORE_OPEN, single_token_id, vision_token_ids
 from editr1.rrm.items import Quadruple
 from editr1.rrm.parser import parse_output
 from editr1.rrm.scoring import encode_quadruples, expected_from_logits, last_token_positions, score_vocabulary
@@ -53,15 +63,17 @@ INPUT_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "pixel_values"
 class Rollout:
     """The sampled traces of P pairs, 2N rows per pair (see the module docstring for the row order).
 
-    inputs: teacher-forced model inputs, prompt (left-padded, length prompt_length) + completion;
-    completion_ids, completion_mask: [B, T] (mask: float 0/1, 1 up to and including the stop token);
+    prompts: the model inputs of the G = 2P prompts (left-padded: input_ids, attention_mask,
+    mm_token_type_ids [G, L]; pixel_values, image_grid_thw); groups: which prompt of the full
+    rollout each of them is (range(2P), or a subset after `select_groups`);
+    completion_ids, completion_mask: [B, T], B = G N (mask: float 0/1, 1 up to and including the stop token);
     parsed: [B] float32, the strict parser's score, NaN where the output does not parse;
     logp_ref: [B, T] sampled tokens' log-probs under the reference at `temperature`, 0 off the
     mask, or None when no reference ran; texts: the B completions.
     """
 
-    inputs: dict[str, Tensor]
-    prompt_length: int
+    prompts: dict[str, Tensor]
+    groups: list[int]
     completion_ids: Tensor
     completion_mask: Tensor
     parsed: Tensor
@@ -92,37 +104,115 @@ class ScoredTraces:
     tau: Tensor
 
 
-def token_logprobs(model: Qwen2_5_VLForConditionalGeneration, inputs: dict[str, Tensor], completion_ids: Tensor,
-                   prompt_length: int, temperature: float = 1.0) -> tuple[Tensor, Tensor]:
-    """Log-probs of the completion tokens under `model` at `temperature`, by one forward.
+def _prompt_cache(model: Qwen2_5_VLForConditionalGeneration, prompts: dict[str, Tensor],
+                  n: int) -> tuple[Tensor, DynamicCache, Tensor]:
+    """One pass over the prompts: (last hidden state [G, 1, H], their cache repeated n times
+    (rows g n .. g n + n - 1 belong to prompt g), the position of the first completion token [G])."""
+    out = model.model(**prompts, use_cache=True)
+    positions, _ = model.model.get_rope_index(
+        prompts["input_ids"], image_grid_thw=prompts.get("image_grid_thw"), video_grid_thw=None,
+        attention_mask=prompts["attention_mask"], mm_token_type_ids=prompts["mm_token_type_ids"])
+    start = positions.amax(dim=(0, 2)) + 1  # text after the prompt continues from its largest 3-D position
+    cache = DynamicCache(ddp_cache_data=[(layer.keys.repeat_interleave(n, dim=0),
+                                          layer.values.repeat_interleave(n, dim=0)) for layer in out.cache.layers])
+    return out.last_hidden_state[:, -1:], cache, start
 
-    inputs: prompt + completion (`completion_batch` layout, B rows, length prompt_length + T);
-    completion_ids: [B, T]. Returns (logp [B, T] float32, logits [B, T + 1, V]) where
-    logits[:, t] are the model's own (untempered) next-token logits after completion token t - 1
-    (t = 0: after the prompt), so logits[:, T] follows the last token. The LM head runs on the
-    completion positions only. Gradients flow when called outside no_grad.
+
+def _completion_hidden(model: Qwen2_5_VLForConditionalGeneration, tokens: Tensor, mask: Tensor, cache: DynamicCache,
+                       positions: Tensor) -> Tensor:
+    """Hidden states of `tokens` [B, t] after the cached prefix; mask [B, prefix + t]; positions [B, t]."""
+    return model.model.language_model(
+        inputs_embeds=model.model.get_input_embeddings()(tokens), attention_mask=mask,
+        position_ids=positions[None].expand(3, -1, -1), cache=cache, use_cache=True,
+    ).last_hidden_state
+
+
+@torch.no_grad()
+def sample_completions(model: Qwen2_5_VLForConditionalGeneration, processor: RRMProcessor, prompts: dict[str, Tensor],
+                       n: int, max_new_tokens: int, temperature: float, seed: int) -> tuple[Tensor, Tensor]:
+    """Sample n completions of each prompt: (completion_ids [G n, T], completion_mask [G n, T] long).
+
+    Rows are prompt-major (row g n + j is sample j of prompt g). Each token is drawn from
+    softmax(logits / temperature) (argmax at temperature 0) with the vision placeholder tokens and
+    the embedding rows past the tokenizer suppressed, as `editr1.models.rrm.generate_ids` does;
+    a row stops after `<|im_end|>` or `<|endoftext|>` (the mask is 1 up to and including it, ids
+    are `<|endoftext|>` after). Seeded by `seed` through its own generator: the global RNG is untouched.
     """
-    if temperature <= 0:
-        raise ValueError(f"log-probs need temperature > 0, got {temperature}")
-    batch, length = completion_ids.shape
-    if tuple(inputs["input_ids"].shape) != (batch, prompt_length + length):
-        raise ValueError(f"inputs of shape {tuple(inputs['input_ids'].shape)} do not hold prompt "
-                         f"{prompt_length} + completion {length} for {batch} rows")
-    hidden = model.model(**inputs, use_cache=False).last_hidden_state
-    logits = model.get_output_embeddings()(hidden[:, prompt_length - 1 :])  # position P-1+t predicts token t
-    scaled = logits[:, :length].float()
+    tokenizer = processor.tokenizer
+    eos = torch.tensor(tokenizer.convert_tokens_to_ids([IM_END, ENDOFTEXT]), device=model.device)
+    pad_id = tokenizer.convert_tokens_to_ids(ENDOFTEXT)
+    vocab = model.get_output_embeddings().weight.shape[0]
+    suppressed = torch.tensor(vision_token_ids(tokenizer) + list(range(len(tokenizer), vocab)), device=model.device)
+    generator = torch.Generator(device=model.device).manual_seed(seed)
+    last, cache, start = _prompt_cache(model, prompts, n)
+    rows = last.shape[0] * n
+    logits = model.get_output_embeddings()(last[:, 0]).repeat_interleave(n, dim=0)
+    start = start.repeat_interleave(n)
+    prefix = prompts["attention_mask"].shape[1]
+    mask = torch.cat([prompts["attention_mask"].repeat_interleave(n, dim=0),
+                      prompts["attention_mask"].new_ones(rows, max_new_tokens)], dim=1)
+    ids = torch.full((rows, max_new_tokens), pad_id, dtype=torch.long, device=model.device)
+    keep = torch.zeros((rows, max_new_tokens), dtype=torch.long, device=model.device)
+    finished = torch.zeros(rows, dtype=torch.bool, device=model.device)
+    steps = 0
+    for step in range(max_new_tokens):
+        logits = logits.float()
+        logits[:, suppressed] = -math.inf
+        if temperature > 0:
+            # Gumbel-max: argmax(logits / T + Gumbel noise) is an exact draw from softmax(logits / T),
+            # and cheaper on CPU than torch.multinomial over the vocabulary.
+            uniform = torch.rand(logits.shape, generator=generator, device=logits.device).clamp_(min=1e-20)
+            token = (logits / temperature - torch.log(-torch.log(uniform))).argmax(dim=-1)
+        else:
+            token = logits.argmax(dim=-1)
+        token = token.masked_fill(finished, pad_id)
+        ids[:, step] = token
+        keep[:, step] = (~finished).long()
+        finished |= torch.isin(token, eos)
+        steps = step + 1
+        if bool(finished.all()) or steps == max_new_tokens:
+            break
+        hidden = _completion_hidden(model, token[:, None], mask[:, : prefix + steps], cache, (start + step)[:, None])
+        logits = model.get_output_embeddings()(hidden[:, -1])
+    return ids[:, :steps], keep[:, :steps]
+
+
+def token_logprobs(model: Qwen2_5_VLForConditionalGeneration, rollout: Rollout) -> tuple[Tensor, Tensor]:
+    """Log-probs of the rollout's completion tokens under `model` at the rollout's temperature.
+
+    One pass over the prompts (with cache), their cache repeated N times, one pass over the
+    completions (see the module docstring). Returns (logp [B, T] float32, 0 off the mask;
+    hidden [B, T + 1, H]) where hidden[:, t] is the state that predicts completion token t
+    (t = 0: the prompt's last position), so hidden[:, T] follows the last token. The LM head runs
+    on the masked positions only (padding after a stop token is up to half of a batch).
+    Gradients flow when called outside no_grad.
+    """
+    n, temperature = rollout.n_samples, rollout.temperature
+    prompts, completion_ids = rollout.prompts, rollout.completion_ids
+    length = completion_ids.shape[1]
+    last, cache, start = _prompt_cache(model, prompts, n)
+    positions = (start[:, None] + torch.arange(length, device=start.device)).repeat_interleave(n, dim=0)
+    mask = torch.cat([prompts["attention_mask"].repeat_interleave(n, dim=0),
+                      rollout.completion_mask.to(prompts["attention_mask"].dtype)], dim=1)
+    hidden = _completion_hidden(model, completion_ids, mask, cache, positions)
+    hidden = torch.cat([last.repeat_interleave(n, dim=0), hidden], dim=1)  # [B, T + 1, H]
+    valid = rollout.completion_mask.bool()
+    logits = model.get_output_embeddings()(hidden[:, :length][valid]).float()  # [tokens, V]
     if temperature != 1.0:
-        scaled = scaled / temperature
-    picked = scaled.gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)
-    return picked - torch.logsumexp(scaled, dim=-1), logits
+        logits = logits / temperature
+    picked = logits.gather(-1, completion_ids[valid].unsqueeze(-1)).squeeze(-1)
+    logp = torch.zeros(valid.shape, dtype=logits.dtype, device=logits.device)
+    logp = logp.masked_scatter(valid, picked - torch.logsumexp(logits, dim=-1))
+    return logp, hidden
 
 
-def expected_readout(processor: RRMProcessor, logits: Tensor, completion_ids: Tensor, mask: Tensor) -> Tensor:
+def expected_readout(model: Qwen2_5_VLForConditionalGeneration, processor: RRMProcessor, hidden: Tensor,
+                     completion_ids: Tensor, mask: Tensor) -> Tensor:
     """[B] expected score after the last generated `<score>` of each row, NaN where there is none.
 
-    logits: [B, T + 1, V] from `token_logprobs` (logits[:, t + 1] follows completion token t, so an
-    output truncated right after `<score>` still gets its distribution, from logits[:, T]).
-    Computed without grad (τ is a reward, not a differentiable quantity in GCPO).
+    hidden: [B, T + 1, H] from `token_logprobs` (hidden[:, t + 1] follows completion token t, so
+    an output truncated right after `<score>` still gets its distribution, from hidden[:, T]).
+    The LM head runs on those B positions only, without grad (τ is a reward, not differentiated).
     """
     tokenizer = processor.tokenizer
     open_id = single_token_id(tokenizer, SCORE_OPEN)
@@ -132,8 +222,8 @@ def expected_readout(processor: RRMProcessor, logits: Tensor, completion_ids: Te
     rows = torch.nonzero(steps >= 0).flatten()
     if rows.numel():
         with torch.no_grad():
-            at = logits[rows, steps[rows] + 1].detach()
-            tau[rows.cpu()] = expected_from_logits(at, score_ids, values).cpu()
+            logits = model.get_output_embeddings()(hidden[rows, steps[rows] + 1].detach())
+            tau[rows.cpu()] = expected_from_logits(logits, score_ids, values).cpu()
     return tau
 
 
@@ -145,13 +235,12 @@ def score_traces(model: Qwen2_5_VLForConditionalGeneration, processor: RRMProces
     """
     if readout not in READOUTS:
         raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
-    logp, logits = token_logprobs(model, rollout.inputs, rollout.completion_ids, rollout.prompt_length,
-                                  rollout.temperature)
+    logp, hidden = token_logprobs(model, rollout)
     if readout == "expected":
-        tau = expected_readout(processor, logits, rollout.completion_ids, rollout.completion_mask)
+        tau = expected_readout(model, processor, hidden, rollout.completion_ids, rollout.completion_mask)
     else:
         tau = rollout.parsed.clone()
-    return ScoredTraces(logp * rollout.completion_mask, tau.view(rollout.n_pairs, 2, rollout.n_samples))
+    return ScoredTraces(logp, tau.view(rollout.n_pairs, 2, rollout.n_samples))
 
 
 def _images_per_row(inputs: dict[str, Tensor], image_token_id: int, merge_size: int) -> list[list[int]]:
@@ -172,34 +261,36 @@ def _images_per_row(inputs: dict[str, Tensor], image_token_id: int, merge_size: 
     return out
 
 
-def select_rows(processor: RRMProcessor, rollout: Rollout, rows: Sequence[int]) -> Rollout:
-    """The rollout restricted to `rows` (their image patches with them), trailing padding cut.
+def select_groups(processor: RRMProcessor, rollout: Rollout, groups: Sequence[int]) -> Rollout:
+    """The rollout restricted to some of its groups (prompt g and its N traces; indices into
+    `rollout.groups`' positions), their image patches with them, padding columns they do not need cut.
 
-    The result's n_pairs / n_samples describe the parent rollout (τ grouping belongs to it).
+    The result keeps n_pairs and n_samples of the parent (τ is grouped by the full rollout).
     """
-    rows_t = torch.as_tensor(list(rows), dtype=torch.long)
-    if rows_t.numel() == 0:
-        raise ValueError("no rows selected")
+    keep = list(groups)
+    if not keep:
+        raise ValueError("no groups selected")
+    n = rollout.n_samples
+    rows = [g * n + j for g in keep for j in range(n)]
+    prompts = rollout.prompts
+    mask = prompts["attention_mask"][keep]
+    first = int(mask.any(dim=0).int().argmax())  # left padding that none of the kept prompts needs
+    out = {k: prompts[k][keep][:, first:] for k in ("input_ids", "attention_mask", "mm_token_type_ids")}
+    if "pixel_values" in prompts:
+        grid = prompts["image_grid_thw"]
+        owners = _images_per_row(prompts, processor.image_token_id, processor.image_processor.merge_size)
+        patches = prompts["pixel_values"].split(grid.prod(dim=1).tolist())
+        images = [i for g in keep for i in owners[g]]
+        out["pixel_values"] = torch.cat([patches[i] for i in images])
+        out["image_grid_thw"] = grid[images]
+    rows_t = torch.as_tensor(rows, dtype=torch.long, device=rollout.completion_ids.device)
     length = int(rollout.completion_mask[rows_t].sum(dim=1).max())
-    end = rollout.prompt_length + length
-    inputs = {k: rollout.inputs[k][rows_t.to(rollout.inputs[k].device), :end]
-              for k in ("input_ids", "attention_mask", "mm_token_type_ids")}
-    if "pixel_values" in rollout.inputs:
-        grid = rollout.inputs["image_grid_thw"]
-        owners = _images_per_row(rollout.inputs, processor.image_token_id, processor.image_processor.merge_size)
-        patches = rollout.inputs["pixel_values"].split(grid.prod(dim=1).tolist())
-        images = [i for r in rows_t.tolist() for i in owners[r]]
-        inputs["pixel_values"] = torch.cat([patches[i] for i in images])
-        inputs["image_grid_thw"] = grid[images]
-    on = rollout.completion_ids.device
     return Rollout(
-        inputs=inputs, prompt_length=rollout.prompt_length,
-        completion_ids=rollout.completion_ids[rows_t.to(on), :length],
-        completion_mask=rollout.completion_mask[rows_t.to(on), :length],
-        parsed=rollout.parsed[rows_t],
-        logp_ref=None if rollout.logp_ref is None else rollout.logp_ref[rows_t.to(on), :length],
-        texts=[rollout.texts[r] for r in rows_t.tolist()],
-        n_pairs=rollout.n_pairs, n_samples=rollout.n_samples, temperature=rollout.temperature,
+        prompts=out, groups=[rollout.groups[g] for g in keep],
+        completion_ids=rollout.completion_ids[rows_t, :length], completion_mask=rollout.completion_mask[rows_t, :length],
+        parsed=rollout.parsed[rows_t.cpu()],
+        logp_ref=None if rollout.logp_ref is None else rollout.logp_ref[rows_t, :length],
+        texts=[rollout.texts[r] for r in rows], n_pairs=rollout.n_pairs, n_samples=n, temperature=rollout.temperature,
     )
 
 
@@ -218,8 +309,8 @@ def sample_rollout(
     """Sample `n_samples` traces on the chosen and on the rejected quadruple of each pair.
 
     pairs: (chosen, rejected) quadruples of non-tie human pairs (ties carry no GCPO signal and are
-    excluded before, DESIGN §6). Sampling draws from softmax(logits / temperature), seeded by `seed`,
-    leaving the global RNG alone. reference: the frozen SFT model, for logp_ref (None when β = 0).
+    excluded before, DESIGN §6). Sampling (`sample_completions`) draws from softmax(logits / temperature),
+    seeded by `seed`, leaving the global RNG alone. reference: the frozen SFT model, for logp_ref (None when β = 0).
     The caller puts the models in eval mode (no dropout during RL: ratios must start at 1).
     """
     if not pairs:
@@ -227,20 +318,18 @@ def sample_rollout(
     if n_samples < 1 or temperature <= 0:
         raise ValueError(f"need n_samples >= 1 and temperature > 0, got {n_samples} and {temperature}")
     quads = [q for pair in pairs for q in pair]
-    prompts = encode_quadruples(processor, quads)
-    generation = generate_ids(model, processor, prompts, max_new_tokens, temperature, n_samples, seed)
-    device = model.device
-    inputs = {k: v.to(device) for k, v in completion_batch(processor, prompts, generation).items() if k in INPUT_KEYS}
-    completion_ids = generation.completion_ids.to(device)
-    mask = generation.completion_mask.to(device, torch.float32)
-    prompt_length = prompts["input_ids"].shape[1]
-    parsed = torch.tensor([j.score if j.parse_ok else math.nan for j in map(parse_output, generation.texts)],
+    encoded = encode_quadruples(processor, quads)
+    prompts = {k: encoded[k].to(model.device) for k in INPUT_KEYS if k in encoded}
+    completion_ids, completion_mask = sample_completions(model, processor, prompts, n_samples, max_new_tokens,
+                                                         temperature, seed)
+    texts = processor.tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
+    parsed = torch.tensor([j.score if j.parse_ok else math.nan for j in map(parse_output, texts)],
                           dtype=torch.float32)
-    logp_ref = None
-    if reference is not None:
-        logp_ref = token_logprobs(reference, inputs, completion_ids, prompt_length, temperature)[0] * mask
-    return Rollout(
-        inputs=inputs, prompt_length=prompt_length, completion_ids=completion_ids, completion_mask=mask,
-        parsed=parsed, logp_ref=logp_ref, texts=generation.texts, n_pairs=len(pairs), n_samples=n_samples,
-        temperature=temperature,
+    rollout = Rollout(
+        prompts=prompts, groups=list(range(len(quads))), completion_ids=completion_ids,
+        completion_mask=completion_mask.float(), parsed=parsed, logp_ref=None, texts=texts,
+        n_pairs=len(pairs), n_samples=n_samples, temperature=temperature,
     )
+    if reference is not None:
+        rollout.logp_ref = token_logprobs(reference, rollout)[0]
+    return rollout

@@ -39,8 +39,9 @@ from editr1.lake.catalog import curated_pairs
 from editr1.lake.images import ImageLoader
 from editr1.lake.objects import open_object_store
 from editr1.models.processor import RRMProcessor, build_processor
-from editr1.models.rrm import TinyRRMSpec, build_tiny_rrm, load_rrm, save_rrm, tiny_rrm
-from editr1.rrm.corpus import trajectory_corpus
+from editr1.models.rrm import TinyRRMSpec, build_tiny_rrm, load_rrm, save_rrm
+from editr1.models.tokenizer import train_tokenizer
+from editr1.rrm.corpus import train_phrase_tokenizer, trajectory_corpus
 from editr1.training.checkpoint import (
     ResumableSampler,
     capture_rng,
@@ -49,13 +50,14 @@ from editr1.training.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from editr1.training.data import SFTExample, encode_sft_batch, model_inputs, sft_examples, token_counts
+from editr1.training.data import caption_examples, encode_sft_batch, model_inputs, sft_examples, token_counts
 from editr1.training.losses import IGNORE_INDEX, sft_token_loss
 from editr1.world.truth import WorldTruth
 
 log = logging.getLogger(__name__)
 
 SCHEDULES = ("cosine", "constant")
+TOKENIZERS = ("phrase", "word")
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,10 @@ class SFTConfig:
         default="tiny",
         metadata={"help": "'tiny' = build the tiny Qwen2.5-VL RRM from the tiny_* fields with a tokenizer trained "
                           "on the trajectories; else a `save_rrm` directory or a Qwen2.5-VL hub id (load_rrm)."})
+    tiny_tokenizer: str = field(
+        default="phrase",
+        metadata={"help": "Tiny RRM tokenizer: 'phrase' (BPE merges may cross spaces: ~3x shorter examples, "
+                          "editr1.rrm.corpus) or 'word' (Qwen-like, editr1.models.train_tokenizer)."})
     tiny_vocab_size: int = field(default=2000, metadata={"help": "Tiny RRM: target tokenizer size."})
     tiny_text_hidden: int = field(default=64, metadata={"help": "Tiny RRM: text decoder hidden size."})
     tiny_text_layers: int = field(default=2, metadata={"help": "Tiny RRM: text decoder layers."})
@@ -79,7 +85,12 @@ class SFTConfig:
     tiny_vision_heads: int = field(default=2, metadata={"help": "Tiny RRM: vision attention heads."})
     tiny_vision_intermediate: int = field(default=128, metadata={"help": "Tiny RRM: vision MLP inner size."})
     tiny_image_pixels: int = field(
-        default=56 * 56, metadata={"help": "Tiny RRM: image area after resizing (56x56 = 4 image tokens)."})
+        default=56 * 56, metadata={"help": "Tiny RRM: image area after resizing (sides snap to patch * merge)."})
+    tiny_patch_size: int = field(
+        default=7,
+        metadata={"help": "Tiny RRM: vision patch side. 7 on 56x56 images gives 16 image tokens (each 14x14 px): "
+                          "with 14 (4 tokens) a small shape is a faint part of a token and its colour was not "
+                          "learned in 600 steps."})
     lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (peft) instead of all weights; "
                                                         "merged into the saved model."})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
@@ -96,7 +107,12 @@ class SFTConfig:
                           "whichever is further along) or 'constant'."})
     min_lr_ratio: float = field(default=0.0, metadata={"help": "Final lr as a share of lr (cosine)."})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay (matrices only)."})
-    batch_size: int = field(default=32, metadata={"help": "Examples per micro-batch."})
+    batch_size: int = field(default=32, metadata={"help": "Judge examples per micro-batch."})
+    caption_batch_size: int = field(
+        default=0,
+        metadata={"help": "Caption examples per optimizer step, in their own micro-batch (0 = none): the two "
+                          "images with a short request → the first line of the trajectory (the teacher's "
+                          "description of both images). Short examples that train perception cheaply."})
     grad_accum: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
     grad_clip: float = field(default=1.0, metadata={"help": "Max global gradient norm (0 = no clipping)."})
     max_steps: int = field(default=3000, metadata={"help": "Optimizer steps (0 = no step limit)."})
@@ -122,6 +138,8 @@ class SFTConfig:
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
             raise ValueError(f"sft.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.tiny_tokenizer not in TOKENIZERS:
+            raise ValueError(f"sft.tiny_tokenizer must be one of {TOKENIZERS}, got {self.tiny_tokenizer!r}")
         if self.max_steps <= 0 and self.max_seconds <= 0:
             raise ValueError("sft: set max_steps or max_seconds (both 0 would never stop)")
         if self.batch_size < 1 or self.grad_accum < 1 or self.threads < 1:
@@ -135,7 +153,8 @@ class SFTConfig:
             intermediate_size=self.tiny_text_intermediate, rope_theta=self.tiny_rope_theta,
             vision_depth=self.tiny_vision_depth, vision_hidden_size=self.tiny_vision_hidden,
             vision_num_heads=self.tiny_vision_heads, vision_intermediate_size=self.tiny_vision_intermediate,
-            image_min_pixels=self.tiny_image_pixels, image_max_pixels=self.tiny_image_pixels, seed=self.seed,
+            image_min_pixels=self.tiny_image_pixels, image_max_pixels=self.tiny_image_pixels,
+            patch_size=self.tiny_patch_size, seed=self.seed,
         )
 
 
@@ -252,6 +271,11 @@ class SFTTrainer:
         self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
         n = len(self.train_examples)
         self.sampler = ResumableSampler(n, cfg.seed, min(cfg.batch_size, n), drop_last=True)
+        self.caption_examples = caption_examples(self.train_examples) if cfg.caption_batch_size else []
+        self.caption_sampler = (
+            ResumableSampler(len(self.caption_examples), cfg.seed + 1,
+                             min(cfg.caption_batch_size, len(self.caption_examples)), drop_last=True)
+            if self.caption_examples else None)
         torch.manual_seed(cfg.seed)
         if checkpoint is not None:
             self.resume(checkpoint)
@@ -267,9 +291,11 @@ class SFTTrainer:
             if reuse_tokenizer and tokenizer_dir.is_dir():
                 # The checkpoint's embedding rows belong to this tokenizer: never retrain it on resume.
                 tokenizer = PreTrainedTokenizerFast.from_pretrained(tokenizer_dir)
-                model, processor = build_tiny_rrm(spec, tokenizer), build_processor(tokenizer, spec)
+            elif cfg.tiny_tokenizer == "phrase":
+                tokenizer = train_phrase_tokenizer(trajectory_corpus(train_rows), spec.vocab_size, tokenizer_dir)
             else:
-                model, processor = tiny_rrm(trajectory_corpus(train_rows), self.out, spec)
+                tokenizer = train_tokenizer(trajectory_corpus(train_rows), spec.vocab_size, tokenizer_dir)
+            model, processor = build_tiny_rrm(spec, tokenizer), build_processor(tokenizer, spec)
         else:
             model, processor = load_rrm(cfg.model)
         if cfg.lora:
@@ -289,6 +315,7 @@ class SFTTrainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": {"step": self.step, "train_seconds": self.train_seconds},
             "sampler": self.sampler.state_dict(),
+            "caption_sampler": self.caption_sampler.state_dict() if self.caption_sampler else None,
             "rng": capture_rng(),
             "step": self.step,
             "history": self.history,
@@ -315,6 +342,8 @@ class SFTTrainer:
                              f"unexpected {unexpected[:3]})")
         self.optimizer.load_state_dict(state["optimizer"])
         self.sampler.load_state_dict(state["sampler"])
+        if self.caption_sampler is not None:
+            self.caption_sampler.load_state_dict(state["caption_sampler"])
         self.step = state["step"]
         self.train_seconds = state["scheduler"]["train_seconds"]
         self.history = state["history"]
@@ -326,9 +355,14 @@ class SFTTrainer:
     # ------------------------------------------------------------------ training
 
     def next_batches(self) -> list[BatchFeature]:
-        """The micro-batches of the next optimizer step (advances the sampler)."""
-        return [encode_sft_batch(self.processor, [self.train_examples[i] for i in self.sampler.next_batch()])
-                for _ in range(self.cfg.grad_accum)]
+        """The micro-batches of the next optimizer step (advances the samplers): ``grad_accum`` judge
+        batches, then a caption batch when ``caption_batch_size`` > 0."""
+        batches = [encode_sft_batch(self.processor, [self.train_examples[i] for i in self.sampler.next_batch()])
+                   for _ in range(self.cfg.grad_accum)]
+        if self.caption_sampler is not None:
+            captions = [self.caption_examples[i] for i in self.caption_sampler.next_batch()]
+            batches.append(encode_sft_batch(self.processor, captions))
+        return batches
 
     def train_step(self, batch: BatchFeature | Sequence[BatchFeature]) -> float:
         """One optimizer step on a batch (or the micro-batches of one step); returns the training loss.

@@ -1,0 +1,153 @@
+"""The `sft` stage end to end on a small synthetic-world lake: it trains, resumes exactly after a
+SIGKILL, skips a corrupt checkpoint, and (slow) learns to order human pairs better than chance.
+
+Run: HF_HUB_OFFLINE=1 .venv/bin/python -m pytest tests/integration/test_sft.py        (-m "not slow" to skip learning)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from editr1.demo import run_demo
+from editr1.training.sft import SFTConfig, SFTTrainer, run_sft
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# A small, fast configuration: the tiny RRM, short runs, a short generation budget.
+FAST = SFTConfig(batch_size=4, max_steps=12, max_seconds=0.0, warmup_steps=2, eval_every=0, eval_pairs=2,
+                 eval_loss_examples=8, max_new_tokens=8, checkpoint_every=4, keep_checkpoints=3, log_every=0)
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory) -> Path:
+    """A demo lake (world → curate → principles → coldstart) big enough for the learning test."""
+    storage = tmp_path_factory.mktemp("sft") / "lake"
+    run_demo(storage, seed=0, pairs=LEARN_PAIRS, params_path=ROOT / "params.yaml")
+    return storage
+
+
+def stage_args(storage: Path) -> tuple[Path, Path]:
+    return storage / "rrm" / "trajectories.parquet", storage / "rrm" / "principles.parquet"
+
+
+def weights(model_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(model_dir / "model.safetensors"))
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    different = [k for k in wa if not torch.equal(wa[k], wb[k])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+
+
+def test_two_steps_change_the_parameters(lake, tmp_path):
+    trajectories, principles = stage_args(lake)
+    cfg = dataclasses.replace(FAST, max_steps=2, checkpoint_every=0)
+    trainer = SFTTrainer(cfg, lake, trajectories, principles, tmp_path / "run")
+    trainer.setup(resume=False)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    losses = [trainer.train_step(trainer.next_batches()) for _ in range(2)]
+    assert all(torch.isfinite(torch.tensor(losses)))
+    changed = [n for n, p in trainer.model.named_parameters() if not torch.equal(before[n], p.detach())]
+    # Every weight gets a gradient (vision tower, merger, decoder, tied embeddings).
+    assert len(changed) == len(before), sorted(set(before) - set(changed))[:5]
+    assert trainer.model.training
+
+
+SCRIPT = """
+import json, sys
+from pathlib import Path
+from editr1.config import config_from_dict
+from editr1.training.sft import SFTConfig, run_sft
+storage, out, cfg = Path(sys.argv[1]), Path(sys.argv[2]), json.loads(sys.argv[3])
+run_sft(config_from_dict(SFTConfig, cfg, "sft"), storage, storage / "rrm/trajectories.parquet",
+        storage / "rrm/principles.parquet", out)
+"""
+
+
+def sft_process(storage: Path, out: Path, cfg: SFTConfig) -> subprocess.Popen:
+    config = json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()})
+    return subprocess.Popen([sys.executable, "-c", SCRIPT, str(storage), str(out), config], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 120) -> None:
+    output, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, output.decode()[-3000:]
+
+
+def valid_checkpoints(run: Path) -> list[str]:
+    directory = run / "checkpoints"
+    return sorted(p.name for p in directory.glob("step-*") if (p / "manifest.json").exists()) if directory.exists() else []
+
+
+def test_resume_after_sigkill_gives_the_uninterrupted_weights(lake, tmp_path):
+    # Steps slow enough (batch 8) that the kill lands mid-run, after the first checkpoint.
+    cfg = dataclasses.replace(FAST, batch_size=8)
+    reference = tmp_path / "uninterrupted"
+    finish(sft_process(lake, reference, cfg))
+
+    run = tmp_path / "killed"
+    proc = sft_process(lake, run, cfg)
+    deadline = time.monotonic() + 120
+    while not valid_checkpoints(run):
+        assert proc.poll() is None, proc.communicate()[0].decode()[-3000:]
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.01)
+    time.sleep(random.Random().uniform(0.0, 0.6))  # a random step after the first checkpoint
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (run / "model").exists() and not (run / "metrics.json").exists()
+    killed_at = valid_checkpoints(run)[-1]
+
+    finish(sft_process(lake, run, cfg))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["resumed_from"].endswith(killed_at)
+    assert metrics["final"]["steps"] == 12
+    assert_same_weights(run / "model", reference / "model")
+
+
+def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(lake, tmp_path):
+    trajectories, principles = stage_args(lake)
+    run = tmp_path / "run"
+    run_sft(FAST, lake, trajectories, principles, run)  # checkpoints at 4, 8 and 12
+    assert valid_checkpoints(run) == ["step-00000004", "step-00000008", "step-00000012"]
+    (run / "model").rename(tmp_path / "uninterrupted")
+    (run / "metrics.json").unlink()
+    state = run / "checkpoints" / "step-00000012" / "state.pt"
+    data = bytearray(state.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # flip one byte: the manifest's checksum no longer matches
+    state.write_bytes(bytes(data))
+
+    final = run_sft(FAST, lake, trajectories, principles, run)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["resumed_from"].endswith("step-00000008")
+    assert final["steps"] == 12
+    # Resuming from step 8 replays steps 9-12 exactly.
+    assert_same_weights(run / "model", tmp_path / "uninterrupted")
+    assert valid_checkpoints(run)[-1] == "step-00000012"
+
+
+# --------------------------------------------------------------------------- learning
+
+LEARN_PAIRS = 900
+LEARN = SFTConfig(max_seconds=50.0, max_steps=0, eval_every=0, eval_pairs=0, checkpoint_every=0, log_every=0)
+
+
