@@ -66,6 +66,9 @@ class DemoConfig:
 
     pairs: int = field(default=600, metadata={"help": "Distinct preference pairs in the world batch."})
     seed: int = field(default=0, metadata={"help": "World seed (same seed → identical batch bytes)."})
+    train: bool = field(
+        default=True,
+        metadata={"help": "Train and evaluate the RRM (sft → gcpo ∥ control → evaluate) after coldstart."})
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,46 @@ STAGE_CONFIGS: dict[str, type] = {
     "coldstart": ColdstartConfig,
     "evaluate": EvaluateConfig,
 }
+
+
+PROFILES = "profiles"
+
+
+class ProfileError(ValueError):
+    """A params.yaml profile that does not exist or does not fit its sections."""
+
+
+def stage_configs() -> dict[str, type]:
+    """Every params.yaml section and its dataclass: `STAGE_CONFIGS` plus the trainers' `sft` and `gcpo`
+    (imported here, not at module level: the training modules import this one)."""
+    from editr1.training.gcpo import GCPOConfig
+    from editr1.training.sft import SFTConfig
+
+    return {**STAGE_CONFIGS, "sft": SFTConfig, "gcpo": GCPOConfig}
+
+
+def apply_profile(params: Mapping[str, Any], profile: str) -> dict[str, Any]:
+    """params.yaml with the overrides of ``profiles.<profile>`` merged into their sections (key by key),
+    and without the ``profiles`` section: what the stages read. "" = no overrides. Every override is
+    checked against its dataclass; an unknown profile, section or key is an error."""
+    profiles = dict(params.get(PROFILES) or {})
+    merged = {k: dict(v) if isinstance(v, Mapping) else v for k, v in params.items() if k != PROFILES}
+    if not profile:
+        return merged
+    if profile not in profiles:
+        raise ProfileError(f"unknown profile {profile!r}; params.yaml defines {sorted(profiles) or 'none'}")
+    sections = stage_configs()
+    for section, overrides in (profiles[profile] or {}).items():
+        if section not in sections:
+            raise ProfileError(f"profile {profile!r}: unknown section {section!r}")
+        if not isinstance(overrides, Mapping):
+            raise ProfileError(f"profile {profile!r}: section {section!r} must be a mapping")
+        merged[section] = {**(merged.get(section) or {}), **overrides}
+        try:  # validate now, not mid-pipeline
+            config_from_dict(sections[section], merged[section], section)
+        except ValueError as err:
+            raise ProfileError(f"profile {profile!r}: {err}") from None
+    return merged
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:

@@ -1,5 +1,10 @@
 """The embedded pipeline on one CPU, no downloads: the synthetic world's batch → curate →
-principles → coldstart (later stages extend it). `editr1 demo` and `make demo` call `run_demo`.
+principles → coldstart → sft → gcpo ∥ same-compute control → evaluate. `editr1 demo` and
+`make demo` call `run_demo`.
+
+A profile (``profiles.<name>`` in params.yaml, e.g. ``full``) overrides sections for one run; the
+merged parameters are written to ``<storage>/params.yaml``, which every stage of the run reads, so
+a demo lake always records what made it.
 """
 
 from __future__ import annotations
@@ -11,7 +16,18 @@ from pathlib import Path
 from typing import Any
 
 from editr1.coldstart import run_coldstart, run_principles
-from editr1.config import ColdstartConfig, CurateConfig, PrinciplesConfig, TeacherConfig, load_config
+import yaml
+
+from editr1.config import (
+    ColdstartConfig,
+    CurateConfig,
+    DemoConfig,
+    PrinciplesConfig,
+    TeacherConfig,
+    apply_profile,
+    load_config,
+    load_params,
+)
 from editr1.curation.ingest import add_batch
 from editr1.lake.objects import open_object_store
 from editr1.teachers.factory import build_teacher
@@ -31,14 +47,25 @@ def prepare_demo_storage(storage: Path) -> None:
     (storage / DEMO_MARKER).write_text("made by `editr1 demo`; wiped at its next run\n")
 
 
-def run_demo(storage: Path, seed: int = 0, pairs: int = 600, params_path: Path = Path("params.yaml")) -> dict[str, Any]:
-    """Runs every embedded stage in order and returns the summary (also what `--json` writes)."""
+def run_demo(storage: Path, seed: int | None = None, pairs: int | None = None,
+             params_path: Path = Path("params.yaml"), profile: str = "", train: bool | None = None) -> dict[str, Any]:
+    """Runs every embedded stage in order and returns the summary (also what `--json` writes).
+
+    seed, pairs, train: None = the (profiled) ``demo`` section's. train=False stops after coldstart.
+    """
     started = time.perf_counter()
     storage = Path(storage)
+    params = apply_profile(load_params(params_path), profile)  # before wiping anything: a bad profile fails first
     prepare_demo_storage(storage)
+    params_path = storage / "params.yaml"
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    demo_cfg = load_config(DemoConfig, "demo", params_path)
+    seed = demo_cfg.seed if seed is None else seed
+    pairs = demo_cfg.pairs if pairs is None else pairs
+    train = demo_cfg.train if train is None else train
     world_cfg = load_config(WorldConfig, "world", params_path)
     curate_cfg = load_config(CurateConfig, "curate", params_path)
-    summary: dict[str, Any] = {"storage": str(storage), "seed": seed}
+    summary: dict[str, Any] = {"storage": str(storage), "seed": seed, "profile": profile or "default"}
 
     t0 = time.perf_counter()
     batch_dir = storage / "incoming" / f"world-s{seed}"
@@ -60,6 +87,11 @@ def run_demo(storage: Path, seed: int = 0, pairs: int = 600, params_path: Path =
                          principles_path, storage / "rrm" / "trajectories.parquet")
     summary["coldstart"] = {k: cold[k] for k in ("items", "accepted", "acceptance_rate", "mean_agreement",
                                                  "rejected_by_reason", "seconds")}
+    if train:
+        from editr1.training.rrm_pipeline import demo_sections, run_rrm_training
+
+        result = run_rrm_training(storage, params_path, storage / "runs" / "rrm")
+        summary.update(demo_sections(result))
     summary["total_seconds"] = round(time.perf_counter() - started, 3)
     return summary
 

@@ -353,15 +353,20 @@ def rrm_promote(version: Annotated[int, typer.Argument(help="Registered version 
 
 @app.command("demo")
 def demo(storage: Annotated[Path, typer.Option(help="Demo lake (wiped at each run if the demo made it).")] = Path("storage/demo"),
-         seed: int = 0, pairs: Annotated[int, typer.Option(help="Pairs in the world batch.")] = 600,
+         seed: Annotated[int | None, typer.Option(help="World seed (default: params demo.seed).")] = None,
+         pairs: Annotated[int | None, typer.Option(help="Pairs in the world batch (default: params demo.pairs).")] = None,
+         profile: Annotated[str, typer.Option(help="A params.yaml profile, e.g. 'full' (longer training).")] = "",
+         train: Annotated[bool | None, typer.Option("--train/--no-train",
+                                                    help="Train and evaluate the RRM (default: params demo.train).")] = None,
          params: ParamsOpt = Path("params.yaml"),
          json_path: Annotated[Path | None, typer.Option("--json", help="Write the summary JSON here.")] = None) -> None:
-    """Runs the whole embedded pipeline on this CPU and prints the summary."""
+    """Runs the whole embedded pipeline on this CPU (world → … → sft → gcpo ∥ control → evaluate) and prints the summary."""
+    from editr1.config import ProfileError
     from editr1.demo import run_demo, write_summary
 
     try:
-        summary = run_demo(storage, seed=seed, pairs=pairs, params_path=params)
-    except FileExistsError as err:
+        summary = run_demo(storage, seed=seed, pairs=pairs, params_path=params, profile=profile, train=train)
+    except (FileExistsError, ProfileError) as err:
         fail(str(err))
     if json_path:
         write_summary(summary, json_path)

@@ -63,10 +63,10 @@ def test_two_processes_adding_at_once_both_land(tmp_path):
 
 def test_demo_writes_summary(tmp_path):
     summary_path = tmp_path / "summary.json"
-    run("demo", "--storage", str(tmp_path / "demo"), "--pairs", "40", "--json", str(summary_path))
+    run("demo", "--storage", str(tmp_path / "demo"), "--pairs", "40", "--no-train", "--json", str(summary_path))
     summary = json.loads(summary_path.read_text())
     assert summary["curate"]["added"] == 40 and summary["curate"]["quarantined"] == 0
     assert summary["total_seconds"] > 0
     # a second run starts from an empty demo lake, not from the first run's
-    run("demo", "--storage", str(tmp_path / "demo"), "--pairs", "40", "--json", str(summary_path))
+    run("demo", "--storage", str(tmp_path / "demo"), "--pairs", "40", "--no-train", "--json", str(summary_path))
     assert json.loads(summary_path.read_text())["curate"]["added"] == 40

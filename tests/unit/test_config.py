@@ -4,14 +4,23 @@ import dataclasses
 
 import pytest
 
-from editr1.config import STAGE_CONFIGS, CurateConfig, config_from_dict, config_to_dict, load_config, load_params
+from editr1.config import (
+    PROFILES,
+    CurateConfig,
+    apply_profile,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+    load_params,
+    stage_configs,
+)
 from tests.conftest import ROOT
 
 
 def test_params_yaml_loads_into_every_dataclass():
     params = load_params(ROOT / "params.yaml")
-    assert set(params) == set(STAGE_CONFIGS), "params.yaml sections and config dataclasses differ"
-    for section, cls in STAGE_CONFIGS.items():
+    assert set(params) - {PROFILES} == set(stage_configs()), "params.yaml sections and config dataclasses differ"
+    for section, cls in stage_configs().items():
         cfg = load_config(cls, section, ROOT / "params.yaml")
         # the file states every field explicitly, so the file is the single place to read settings
         assert set(params[section]) == {f.name for f in dataclasses.fields(cls)}, section
@@ -29,6 +38,34 @@ def test_wrong_type_is_an_error():
 
 
 def test_every_field_has_help():
-    for cls in STAGE_CONFIGS.values():
+    for cls in stage_configs().values():
         for f in dataclasses.fields(cls):
             assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help"
+
+
+def test_every_profile_applies_and_validates():
+    params = load_params(ROOT / "params.yaml")
+    assert params[PROFILES], "params.yaml defines no demo profile"
+    for name in params[PROFILES]:
+        merged = apply_profile(params, name)
+        assert PROFILES not in merged
+        for section, cls in stage_configs().items():
+            config_from_dict(cls, merged[section], section)
+
+
+def test_a_profile_overrides_only_its_keys():
+    params = {"sft": {"lr": 0.1, "max_seconds": 10.0}, PROFILES: {"long": {"sft": {"max_seconds": 99.0}}}}
+    assert apply_profile(params, "long") == {"sft": {"lr": 0.1, "max_seconds": 99.0}}
+    assert apply_profile(params, "") == {"sft": {"lr": 0.1, "max_seconds": 10.0}}
+    assert params["sft"]["max_seconds"] == 10.0  # the input is left alone
+
+
+@pytest.mark.parametrize("profiles, match", [
+    ({}, "unknown profile 'long'"),
+    ({"long": {"nosuch": {}}}, "unknown section 'nosuch'"),
+    ({"long": {"sft": {"nosuch": 1}}}, "unknown keys \\['nosuch'\\]"),
+    ({"long": {"sft": {"lr": "fast"}}}, "sft.lr"),
+])
+def test_a_bad_profile_is_a_clear_error(profiles, match):
+    with pytest.raises(ValueError, match=match):
+        apply_profile({"sft": {}, PROFILES: profiles}, "long")

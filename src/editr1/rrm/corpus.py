@@ -18,15 +18,24 @@ train at ~0.3 steps/s (batch 32) on one CPU thread. Letting merges cross spaces 
 per token, so scores and the expected readout are unchanged) brings an example to ~180 tokens and
 a step to ~0.6 s. Same contract as `train_tokenizer`: Qwen special tokens and chat template, pad
 ``<|endoftext|>``, eos ``<|im_end|>``, left padding, "0".."10", "<score>", "</score>" single tokens.
+
+Content words stay words. Merges across spaces also fuse what the RRM must perceive ("blue star
+center, " became one of ~hundreds of colour × shape × position tokens, with no shared structure,
+and a question copied from the prompt got different tokens in the answer): a tiny RRM trained on
+that wrote one constant judgement whatever the images. `content_words` (the words of the teacher's
+image descriptions and the distinctive words of the instructions) are kept as single tokens of
+their own, so only the fixed template text between them is merged into phrases.
 """
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from editr1.models.tokenizer import CHAT_TEMPLATE, ENDOFTEXT, IM_END, SCORE_ADDED_TOKENS, SPECIAL_TOKENS
@@ -36,6 +45,9 @@ from editr1.rrm.prompt import SYSTEM_PROMPT, render_user_text
 
 # The fixed text pieces of `render_messages`' user turn.
 USER_CAPTIONS = ("Source image:", "Edited image:")
+_WORD = re.compile(r"[a-z]+")
+# Function words are template glue, not content: they stay free to merge into phrases.
+_FUNCTION_WORDS = frozenset("a an and are at by for from in into is it no not of on or out over the to with".split())
 
 
 def rrm_corpus(trajectory_texts: Iterable[str], user_texts: Iterable[str]) -> list[str]:
@@ -51,20 +63,27 @@ def rrm_corpus(trajectory_texts: Iterable[str], user_texts: Iterable[str]) -> li
     return [line for line in lines if line]
 
 
-def train_phrase_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: Path) -> PreTrainedTokenizerFast:
+def train_phrase_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: Path,
+                           words: Iterable[str] = ()) -> PreTrainedTokenizerFast:
     """A byte-level BPE whose merges may cross spaces (see the module docstring), saved in ``out_dir``.
 
-    Digits are split one per token before merging, so no token spans a digit. ``len(tokenizer) <=
-    vocab_size``. Reload with `PreTrainedTokenizerFast.from_pretrained(out_dir)`.
+    Digits are split one per token before merging, so no token spans a digit. Each of ``words``
+    (lower-case letters), with its leading space, is a piece of its own wherever it stands as a
+    whole word: never merged with its neighbours (one token once the corpus holds it often enough). ``len(tokenizer) <= vocab_size``. Reload with `PreTrainedTokenizerFast.from_pretrained(out_dir)`.
     """
+    words = sorted(set(words))
+    if any(not _WORD.fullmatch(w) for w in words):
+        raise ValueError(f"content words must be lower-case letters: {[w for w in words if not _WORD.fullmatch(w)][:5]}")
     alphabet = pre_tokenizers.ByteLevel.alphabet()
     if vocab_size < len(SPECIAL_TOKENS) + len(SCORE_ADDED_TOKENS) + len(alphabet):
         raise ValueError(f"vocab_size {vocab_size} cannot hold the bytes and special tokens")
     bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Digits(individual_digits=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
+    pieces = [pre_tokenizers.Digits(individual_digits=True)]
+    if words:  # a content word is a piece of its own (a whole word only: "red" is not split out of "reduced")
+        pattern = Regex(r" ?\b(?:" + "|".join(words) + r")\b")  # with its leading space, as Qwen's words
+        pieces.append(pre_tokenizers.Split(pattern, behavior="isolated"))
+    pieces.append(pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False))
+    bpe.pre_tokenizer = pre_tokenizers.Sequence(pieces)
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size - len(SCORE_ADDED_TOKENS), special_tokens=SPECIAL_TOKENS,
                                   initial_alphabet=alphabet, show_progress=False)
@@ -89,3 +108,22 @@ def trajectory_corpus(trajectories: Sequence[dict[str, Any]]) -> list[str]:
             principles = [Principle(p["question"], p["category"]) for p in row["principles"]]
             user_texts[row["context_id"]] = render_user_text(row["instruction"], principles)
     return rrm_corpus([row["text"] for row in trajectories], user_texts.values())
+
+
+def content_words(trajectories: Sequence[dict[str, Any]], min_count: int = 3, max_share: float = 0.3) -> list[str]:
+    """The words a tiny RRM tokenizer keeps whole (see the module docstring), from coldstart rows:
+    every word of the trajectories' first lines (the teacher's descriptions of the two images) seen
+    at least ``min_count`` times, and the instructions' words found in at least ``min_count`` and at
+    most ``max_share`` of the distinct instructions (colours, shapes, places, verbs); English
+    function words ("the", "of", "on", ...) excluded."""
+    described: Counter[str] = Counter()
+    for row in trajectories:
+        described.update(_WORD.findall(row["text"].strip().split("\n", 1)[0].lower()))
+    instructions = {row["context_id"]: row["instruction"] for row in trajectories}
+    in_instructions: Counter[str] = Counter()
+    for text in instructions.values():
+        in_instructions.update(set(_WORD.findall(text.lower())))
+    limit = max_share * len(instructions)
+    words = {w for w, c in described.items() if c >= min_count}
+    words |= {w for w, c in in_instructions.items() if min_count <= c <= limit}
+    return sorted(words - _FUNCTION_WORDS)

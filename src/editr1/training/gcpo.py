@@ -106,7 +106,11 @@ class GCPOConfig:
         default=20,
         metadata={"help": "Kinds with fewer teacher-scored train pairs are never flagged (a few pairs carry "
                           "labels that annotator noise reversed)."})
-    max_new_tokens: int = field(default=512, metadata={"help": "Generation budget per trace (a whole judgement)."})
+    max_new_tokens: int = field(
+        default=0,
+        metadata={"help": "Generation budget per trace; 0 = auto: 1.25 x the longest train trajectory in the model's "
+                          "tokens (a runaway trace is cut, scores NaN and loses, instead of holding the whole "
+                          "batch's decoding for hundreds of steps)."})
     checkpoint_every: int = field(default=20, metadata={"help": "Checkpoint every this many steps (0 = never)."})
     keep_checkpoints: int = field(default=2, metadata={"help": "Newest checkpoints kept."})
     eval_every: int = field(
@@ -127,8 +131,8 @@ class GCPOConfig:
             raise ValueError(f"gcpo.tau_readout must be one of {READOUTS}, got {self.tau_readout!r}")
         if self.max_steps <= 0 and self.max_seconds <= 0:
             raise ValueError("gcpo: set max_steps or max_seconds (both 0 would never stop)")
-        if min(self.n_samples, self.inner_epochs, self.pairs_per_step, self.threads, self.max_new_tokens) < 1:
-            raise ValueError("gcpo.n_samples, inner_epochs, pairs_per_step, threads, max_new_tokens must be >= 1")
+        if min(self.n_samples, self.inner_epochs, self.pairs_per_step, self.threads) < 1 or self.max_new_tokens < 0:
+            raise ValueError("gcpo.n_samples, inner_epochs, pairs_per_step, threads must be >= 1, max_new_tokens >= 0")
         if self.temperature <= 0 or self.clip_eps <= 0 or self.beta < 0 or self.lr <= 0:
             raise ValueError("gcpo: need temperature > 0, clip_eps > 0, beta >= 0, lr > 0")
         if self.oversample_disagreement <= 0:
@@ -138,6 +142,14 @@ class GCPOConfig:
 # Fields that may change between a checkpoint and its resumption without changing the run.
 _RUN_FIELDS = {"max_steps", "max_seconds", "eval_every", "eval_pairs", "eval_batch_size", "checkpoint_every",
                "keep_checkpoints", "threads", "device"}
+
+
+def generation_budget(processor: RRMProcessor, texts: Sequence[str]) -> int:
+    """1.25 x the longest of `texts` in the processor's tokens (+1 for the stop token), at least 16."""
+    if not texts:
+        raise ValueError("no trajectories to size the generation budget from: set gcpo.max_new_tokens")
+    longest = max(len(ids) for ids in processor.tokenizer(list(texts), add_special_tokens=False)["input_ids"])
+    return max(16, math.ceil(1.25 * (longest + 1)))
 
 
 def step_seed(seed: int, step: int) -> int:
@@ -282,9 +294,9 @@ class GCPOTrainer:
         self.val_pairs = val[: cfg.eval_pairs]
         self.val_kinds = self._kinds(self.val_pairs, truth)
 
-        teacher = {(r["context_id"], r["edited_sha"]): r["score"]
-                   for r in load_trajectories(self.trajectories_path, accepted_only=False, split="train")
-                   if r["score"] is not None}
+        trajectories = load_trajectories(self.trajectories_path, accepted_only=False, split="train")
+        teacher = {(r["context_id"], r["edited_sha"]): r["score"] for r in trajectories if r["score"] is not None}
+        trajectory_texts = [r["text"] for r in trajectories if r["accepted"]]
         self.teacher_accuracy = teacher_accuracy(self.train_pairs, self.kinds, teacher)
         self.flagged = disagreement_kinds(self.train_pairs, self.kinds, teacher, cfg.disagreement_threshold,
                                           cfg.disagreement_min_pairs)
@@ -299,6 +311,7 @@ class GCPOTrainer:
 
         self.model, self.processor = load_rrm(self.sft_model, device=cfg.device)
         self.model.eval()  # no dropout in RL: the first PPO ratio must be exactly 1
+        self.max_new_tokens = cfg.max_new_tokens or generation_budget(self.processor, trajectory_texts)
         self.reference = None
         if cfg.beta > 0:
             self.reference, _ = load_rrm(self.sft_model, device=cfg.device)
@@ -371,7 +384,7 @@ class GCPOTrainer:
     def rollout(self, batch: PairBatch) -> Rollout:
         cfg = self.cfg
         return sample_rollout(self.model, self.processor, batch.quads, n_samples=cfg.n_samples,
-                              temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
+                              temperature=cfg.temperature, max_new_tokens=self.max_new_tokens,
                               seed=step_seed(cfg.seed, self.step), reference=self.reference)
 
     def update(self, rollout: Rollout, kinds: Sequence[str] | None = None) -> dict[str, float]:
@@ -429,7 +442,7 @@ class GCPOTrainer:
         entry: dict[str, Any] = {"step": self.step, "train_seconds": round(self.train_seconds, 3)}
         if self.val_pairs:
             scores = score_pairs(self.model, self.processor, self.val_pairs, self.images, self.checklists,
-                                 batch_size=self.cfg.eval_batch_size, max_new_tokens=self.cfg.max_new_tokens)
+                                 batch_size=self.cfg.eval_batch_size, max_new_tokens=self.max_new_tokens)
             self.model.eval()  # `score` restores the mode it found; keep RL dropout-free regardless
             self.last_metrics = rrm_metrics(scores, self.val_kinds)
             entry.update(headline(self.last_metrics))
@@ -453,6 +466,8 @@ class GCPOTrainer:
             self.evaluations.append(self.evaluate())
         final = {k: float(v) for k, v in self.evaluations[-1].items() if isinstance(v, (int, float))}
         final.update(self.summary())
+        if "mean_zero_advantage_frac" in final:
+            final["zero_advantage_frac"] = final["mean_zero_advantage_frac"]
         final.update({"steps": float(self.step), "train_seconds": self.train_seconds,
                       "train_pairs": float(len(self.train_pairs)), "disagreement_kinds": float(len(self.flagged))})
         save_rrm(self.model, self.processor, self.out / "model")

@@ -57,6 +57,7 @@ from editr1.rrm.scoring import encode_quadruples, expected_from_logits, last_tok
 
 READOUTS = ("expected", "parsed")
 INPUT_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "pixel_values", "image_grid_thw")
+_COMPACT_SHARE = 0.25  # the sampler drops finished rows once they are more than this share of its batch
 
 
 @dataclass
@@ -153,7 +154,8 @@ def sample_completions(model: Qwen2_5_VLForConditionalGeneration, processor: RRM
                       prompts["attention_mask"].new_ones(rows, max_new_tokens)], dim=1)
     ids = torch.full((rows, max_new_tokens), pad_id, dtype=torch.long, device=model.device)
     keep = torch.zeros((rows, max_new_tokens), dtype=torch.long, device=model.device)
-    finished = torch.zeros(rows, dtype=torch.bool, device=model.device)
+    active = torch.arange(rows, device=model.device)  # rows still decoding, in batch order
+    finished = torch.zeros(rows, dtype=torch.bool, device=model.device)  # among the active rows
     steps = 0
     for step in range(max_new_tokens):
         logits = logits.float()
@@ -166,12 +168,19 @@ def sample_completions(model: Qwen2_5_VLForConditionalGeneration, processor: RRM
         else:
             token = logits.argmax(dim=-1)
         token = token.masked_fill(finished, pad_id)
-        ids[:, step] = token
-        keep[:, step] = (~finished).long()
+        ids[active, step] = token
+        keep[active, step] = (~finished).long()
         finished |= torch.isin(token, eos)
         steps = step + 1
         if bool(finished.all()) or steps == max_new_tokens:
             break
+        if float(finished.float().mean()) > _COMPACT_SHARE:
+            # Drop the finished rows from the batch (their cache too): judgements differ in length
+            # and a batch otherwise decodes at full width until its longest row stops.
+            stay = torch.nonzero(~finished).flatten()
+            cache.batch_select_indices(stay)
+            active, mask, start, token = active[stay], mask[stay], start[stay], token[stay]
+            finished = finished[stay]
         hidden = _completion_hidden(model, token[:, None], mask[:, : prefix + steps], cache, (start + step)[:, None])
         logits = model.get_output_embeddings()(hidden[:, -1])
     return ids[:, :steps], keep[:, :steps]

@@ -41,7 +41,7 @@ from editr1.lake.objects import open_object_store
 from editr1.models.processor import RRMProcessor, build_processor
 from editr1.models.rrm import TinyRRMSpec, build_tiny_rrm, load_rrm, save_rrm
 from editr1.models.tokenizer import train_tokenizer
-from editr1.rrm.corpus import train_phrase_tokenizer, trajectory_corpus
+from editr1.rrm.corpus import content_words, train_phrase_tokenizer, trajectory_corpus
 from editr1.training.checkpoint import (
     ResumableSampler,
     capture_rng,
@@ -109,7 +109,7 @@ class SFTConfig:
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay (matrices only)."})
     batch_size: int = field(default=32, metadata={"help": "Judge examples per micro-batch."})
     caption_batch_size: int = field(
-        default=0,
+        default=32,
         metadata={"help": "Caption examples per optimizer step, in their own micro-batch (0 = none): the two "
                           "images with a short request → the first line of the trajectory (the teacher's "
                           "description of both images). Short examples that train perception cheaply."})
@@ -292,7 +292,8 @@ class SFTTrainer:
                 # The checkpoint's embedding rows belong to this tokenizer: never retrain it on resume.
                 tokenizer = PreTrainedTokenizerFast.from_pretrained(tokenizer_dir)
             elif cfg.tiny_tokenizer == "phrase":
-                tokenizer = train_phrase_tokenizer(trajectory_corpus(train_rows), spec.vocab_size, tokenizer_dir)
+                tokenizer = train_phrase_tokenizer(trajectory_corpus(train_rows), spec.vocab_size, tokenizer_dir,
+                                                   words=content_words(train_rows))
             else:
                 tokenizer = train_tokenizer(trajectory_corpus(train_rows), spec.vocab_size, tokenizer_dir)
             model, processor = build_tiny_rrm(spec, tokenizer), build_processor(tokenizer, spec)
