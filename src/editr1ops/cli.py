@@ -5,7 +5,7 @@
     editr1 batch list | editr1 batch show BATCH_ID
     editr1 curate --incoming storage/incoming            # add every batch found there (dvc stage)
     editr1 principles | editr1 coldstart                 # checklists, then teacher trajectories
-    editr1 demo [--storage DIR] [--seed N] [--pairs N] [--json PATH]
+    editr1 demo [--storage DIR] [--profile full] [--no-train] [--json PATH]
 """
 
 from __future__ import annotations
@@ -31,6 +31,14 @@ eval_app = typer.Typer(help="The `evaluate` stage.", no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
 rrm_app = typer.Typer(help="The reward-model registry (MLflow): promotion and aliases.", no_args_is_help=True)
 app.add_typer(rrm_app, name="rrm")
+
+
+@app.callback()
+def _quiet_model_loading() -> None:
+    """Model loads print no per-file progress bars: a command's output is its result."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
 ModelOpt = Annotated[str, typer.Option("--model", help="A save_rrm folder, models:/edit-rrm@champion, runs:/…, a hub id, "
                                                         "or 'tiny'.")]

@@ -28,8 +28,9 @@ from editr1.training.sft import SFTConfig, SFTTrainer, run_sft
 ROOT = Path(__file__).resolve().parents[2]
 
 # A small, fast configuration: the tiny RRM, short runs, a short generation budget.
-FAST = SFTConfig(batch_size=4, max_steps=12, max_seconds=0.0, warmup_steps=2, eval_every=0, eval_pairs=2,
-                 eval_loss_examples=8, max_new_tokens=8, checkpoint_every=4, keep_checkpoints=3, log_every=0)
+FAST = SFTConfig(batch_size=4, caption_batch_size=4, vision_pretrain_steps=3, vision_pretrain_batch=8, max_steps=12,
+                 max_seconds=0.0, warmup_steps=2, eval_every=0, eval_pairs=2, eval_loss_examples=8, max_new_tokens=8,
+                 checkpoint_every=4, keep_checkpoints=3, log_every=0)
 
 
 @pytest.fixture(scope="module")
@@ -55,17 +56,20 @@ def assert_same_weights(a: Path, b: Path) -> None:
     assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
 
 
-def test_two_steps_change_the_parameters(lake, tmp_path):
+@pytest.mark.parametrize("freeze_vision", [True, False])
+def test_two_steps_change_the_parameters(lake, tmp_path, freeze_vision):
     trajectories, principles = stage_args(lake)
-    cfg = dataclasses.replace(FAST, max_steps=2, checkpoint_every=0)
+    cfg = dataclasses.replace(FAST, max_steps=2, checkpoint_every=0, freeze_vision=freeze_vision)
     trainer = SFTTrainer(cfg, lake, trajectories, principles, tmp_path / "run")
     trainer.setup(resume=False)
+    assert trainer.vision_report["vision_seconds"] > 0 and "vision_val_color" in trainer.vision_report
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     losses = [trainer.train_step(trainer.next_batches()) for _ in range(2)]
     assert all(torch.isfinite(torch.tensor(losses)))
-    changed = [n for n, p in trainer.model.named_parameters() if not torch.equal(before[n], p.detach())]
-    # Every weight gets a gradient (vision tower, merger, decoder, tied embeddings).
-    assert len(changed) == len(before), sorted(set(before) - set(changed))[:5]
+    changed = {n for n, p in trainer.model.named_parameters() if not torch.equal(before[n], p.detach())}
+    vision = {n for n in before if ".visual." in f".{n}"}
+    # Every weight gets a gradient (decoder, tied embeddings, and the vision tower unless it is frozen).
+    assert changed == (set(before) - vision if freeze_vision else set(before)), sorted(set(before) ^ changed)[:5]
     assert trainer.model.training
 
 

@@ -1,0 +1,72 @@
+"""Vision pre-training on scene graphs: the targets, and a tiny vision tower that learns them."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from editr1.models.processor import build_processor
+from editr1.models.rrm import TinyRRMSpec, build_tiny_rrm
+from editr1.models.tokenizer import train_tokenizer
+from editr1.training.vision_pretrain import SceneVocab, VisionPretrainer
+from editr1.world.scene import Scene, Shape, render
+
+COLORS = ("red", "green", "blue")
+KINDS = ("circle", "square")
+
+
+def random_scene(rng: random.Random) -> Scene:
+    cells = rng.sample([(r, c) for r in range(3) for c in range(3)], rng.randint(1, 2))
+    shapes = tuple(Shape(i, rng.choice(KINDS), rng.choice(COLORS), float(r), float(c)) for i, (r, c) in enumerate(cells))
+    return Scene(rng.choice(("gray", "black")), shapes)
+
+
+def test_targets_put_each_shape_in_its_cell():
+    scene = Scene("gray", (Shape(0, "square", "red", 0.0, 2.0), Shape(1, "circle", "blue", 2.0, 0.6)))
+    vocab = SceneVocab.of([scene, Scene("black", ())])
+    assert vocab.colors == ("none", "blue", "red") and vocab.kinds == ("none", "circle", "square")
+    assert vocab.backgrounds == ("black", "gray") and vocab.outputs == 9 * 3 + 9 * 3 + 2
+    colors, kinds, background = vocab.targets(scene)
+    assert colors == [0, 0, 2, 0, 0, 0, 0, 1, 0]  # red top right; blue mid-move at column 0.6 → cell (2, 1)
+    assert kinds == [0, 0, 2, 0, 0, 0, 0, 1, 0]
+    assert background == 1
+
+
+def test_scenes_of_different_grids_are_refused():
+    with pytest.raises(ValueError, match="grid sizes"):
+        SceneVocab.of([Scene("gray", ()), Scene("gray", (), grid_size=4)])
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run fastest on one thread here (FINDINGS.md); two collapse when the machine is busy."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_the_vision_tower_learns_the_scenes_and_only_it_changes(tmp_path, one_thread):
+    torch.manual_seed(0)
+    tokenizer = train_tokenizer(["a red circle on gray", "<score>7</score>"], 300, tmp_path / "tok")
+    spec = TinyRRMSpec(vocab_size=300, patch_size=7)
+    model, processor = build_tiny_rrm(spec, tokenizer), build_processor(tokenizer, spec)
+    rng = random.Random(0)
+    scenes = {f"img{i}": random_scene(rng) for i in range(64)}
+    images = {sha: render(scene, 56) for sha, scene in scenes.items()}
+    held_out = {sha: scenes.pop(sha) for sha in list(scenes)[:16]}
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    pretrainer = VisionPretrainer(model, processor, images.__getitem__, scenes, seed=0, lr=3e-3, batch_size=16)
+    first = pretrainer.loss(list(scenes)).item()
+    start = pretrainer.accuracy(held_out)
+    for _ in range(40):
+        pretrainer.step()
+    assert pretrainer.loss(list(scenes)).item() < 0.6 * first
+    after = pretrainer.accuracy(held_out)
+    assert after["background"] == 1.0 and after["color"] > start["color"], (start, after)
+
+    changed = {n for n, p in model.named_parameters() if not torch.equal(before[n], p.detach())}
+    assert changed and all(".visual." in f".{n}" for n in changed), sorted(changed)[:5]
