@@ -123,7 +123,7 @@ class SFTConfig:
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay (matrices only)."})
     batch_size: int = field(default=32, metadata={"help": "Judge examples per micro-batch."})
     caption_batch_size: int = field(
-        default=32,
+        default=0,
         metadata={"help": "Caption examples per optimizer step, in their own micro-batch (0 = none): the two "
                           "images with a short request → the first line of the trajectory (the teacher's "
                           "description of both images). Short examples that train perception cheaply."})
