@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from editr1.coldstart import run_coldstart, run_principles
 import yaml
 
+from editr1.coldstart import run_coldstart, run_principles
 from editr1.config import (
     ColdstartConfig,
     CurateConfig,

@@ -69,7 +69,8 @@ def train_phrase_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: Path,
 
     Digits are split one per token before merging, so no token spans a digit. Each of ``words``
     (lower-case letters), with its leading space, is a piece of its own wherever it stands as a
-    whole word: never merged with its neighbours (one token once the corpus holds it often enough). ``len(tokenizer) <= vocab_size``. Reload with `PreTrainedTokenizerFast.from_pretrained(out_dir)`.
+    whole word: never merged with its neighbours (one token once the corpus holds it often enough).
+    ``len(tokenizer) <= vocab_size``. Reload with `PreTrainedTokenizerFast.from_pretrained(out_dir)`.
     """
     words = sorted(set(words))
     if any(not _WORD.fullmatch(w) for w in words):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -260,6 +261,11 @@ class SFTTrainer:
 
     # ------------------------------------------------------------------ setup
 
+    @functools.cached_property
+    def truth(self) -> WorldTruth:
+        """The world's scene graphs in the lake (pair kinds, vision pre-training), read once."""
+        return WorldTruth.from_lake(self.storage)
+
     def setup(self, resume: bool = True) -> None:
         """Load data, build (or load) the model, optimizer and sampler; resume from a checkpoint if asked."""
         cfg = self.cfg
@@ -275,7 +281,7 @@ class SFTTrainer:
         self.val_examples = sft_examples(val_rows[: cfg.eval_loss_examples], self.images)
         self.val_pairs = curated_pairs(self.storage, "val").to_pylist()[: cfg.eval_pairs]
         self.checklists = load_principles(self.principles_path) if self.val_pairs else {}
-        self.val_kinds = pair_kinds(self.val_pairs, WorldTruth.from_lake(self.storage)) if self.val_pairs else []
+        self.val_kinds = pair_kinds(self.val_pairs, self.truth) if self.val_pairs else []
 
         checkpoint = latest_checkpoint(self.checkpoint_dir) if resume else None
         self.model, self.processor = self._build_model(train_rows, val_rows, resumed=checkpoint is not None)
@@ -302,7 +308,7 @@ class SFTTrainer:
                          val_rows: list[dict[str, Any]]) -> dict[str, float]:
         """`VisionPretrainer` on the train images' scene graphs; returns loss, held-out accuracy and time."""
         cfg = self.cfg
-        truth = WorldTruth.from_lake(self.storage)
+        truth = self.truth
         scenes = world_scenes(truth, train_rows)
         if not scenes:
             raise ValueError("sft.vision_pretrain_steps > 0 needs the world's scene graphs (synthetic-world "

@@ -114,7 +114,8 @@ class VisionPretrainer:
         self.batch_size = min(batch_size, len(self.shas))
         self.generator = torch.Generator().manual_seed(seed)
         device = next(self.visual.parameters()).device
-        tokens = self._features(self.shas[:1]).shape[1]
+        with torch.no_grad():
+            tokens = self._features(self.shas[:1]).shape[1]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.head = torch.nn.Linear(tokens, self.vocab.outputs).to(device)
