@@ -149,3 +149,36 @@ def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(lake, tmp_pa
     # Resuming from step 8 replays steps 9-12 exactly.
     assert_same_weights(run / "model", tmp_path / "uninterrupted")
     assert valid_checkpoints(run)[-1] == "step-00000012"
+
+
+def test_two_workers_take_the_one_process_steps(lake, tmp_path):
+    """Data parallel over two processes: each rank takes half of every batch and the gradients are
+    summed, so the weights match the one-process run up to float rounding."""
+    trajectories, principles = stage_args(lake)
+    cfg = dataclasses.replace(FAST, max_steps=6, checkpoint_every=3)
+    one = run_sft(cfg, lake, trajectories, principles, tmp_path / "one", resume=False)
+    two = run_sft(dataclasses.replace(cfg, workers=2), lake, trajectories, principles, tmp_path / "two", resume=False)
+    assert one["steps"] == two["steps"] == 6
+    a, b = weights(tmp_path / "one" / "model"), weights(tmp_path / "two" / "model")
+    assert a.keys() == b.keys()
+    for k in a:  # half-batch gradients without the sum would be ~1e-3 away after six Adam steps
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5)
+    assert valid_checkpoints(tmp_path / "two") == ["step-00000003", "step-00000006"]
+    assert not list((tmp_path / "two").glob(".rendezvous-*"))
+
+
+def test_a_failing_worker_is_a_clear_error(lake, tmp_path):
+    trajectories, principles = stage_args(lake)
+    with pytest.raises(Exception, match="no accepted train-split trajectories|data-parallel rank failed"):
+        run_sft(dataclasses.replace(FAST, workers=2), lake, tmp_path / "missing.parquet", principles, tmp_path / "run")
+
+
+def test_a_script_without_a_main_guard_fails_fast_instead_of_hanging(lake, tmp_path):
+    config = dataclasses.replace(FAST, workers=2, max_steps=2)
+    cfg = json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()})
+    script = tmp_path / "unguarded.py"
+    script.write_text(SCRIPT)  # runs at import: a spawned rank re-imports it and cannot start
+    proc = subprocess.run([sys.executable, str(script), str(lake), str(tmp_path / "run"), cfg], cwd=ROOT,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode != 0
+    assert "__main__" in proc.stderr, proc.stderr[-2000:]

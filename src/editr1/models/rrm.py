@@ -27,6 +27,7 @@ import torch
 from transformers import BatchFeature, GenerationConfig, PreTrainedTokenizerBase, Qwen2_5_VLConfig
 from transformers import Qwen2_5_VLForConditionalGeneration
 
+from editr1.models.attention import use_packed_vision_attention
 from editr1.models.processor import RRMProcessor, build_processor, load_processor, save_processor
 from editr1.models.tokenizer import (
     ENDOFTEXT,
@@ -160,6 +161,7 @@ def build_tiny_rrm(spec: TinyRRMSpec, tokenizer: PreTrainedTokenizerBase) -> Qwe
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
         model = Qwen2_5_VLForConditionalGeneration(config)
+    use_packed_vision_attention(model)
     eos = tokenizer.convert_tokens_to_ids([IM_END, ENDOFTEXT])
     model.generation_config = GenerationConfig(
         eos_token_id=eos, pad_token_id=tokenizer.convert_tokens_to_ids(ENDOFTEXT), bos_token_id=None
@@ -196,6 +198,7 @@ def load_rrm(
     """
     processor = load_processor(path_or_id)
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(str(path_or_id), dtype=dtype)
+    use_packed_vision_attention(model)
     add_score_tokens(model, processor)
     return model.to(device).eval(), processor
 

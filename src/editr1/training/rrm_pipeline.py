@@ -28,8 +28,9 @@ from editr1.training.sft import SFTConfig, run_sft
 
 def control_config(sft: SFTConfig, seconds: float, steps: int = 0) -> SFTConfig:
     """SFT continued from the SFT model for the same compute as GCPO: a wall-clock budget (or a
-    step count), no intermediate evaluation, warm-up skipped (the model is already trained)."""
-    return replace(sft, max_seconds=seconds, max_steps=steps, eval_every=0, warmup_steps=0)
+    step count), no intermediate evaluation, warm-up skipped (the model is already trained), one
+    process (GCPO holds the other core)."""
+    return replace(sft, max_seconds=seconds, max_steps=steps, eval_every=0, warmup_steps=0, workers=1)
 
 
 def _control(cfg: SFTConfig, storage: Path, trajectories: Path, principles: Path, out: Path, init: Path) -> dict:

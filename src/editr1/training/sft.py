@@ -43,6 +43,7 @@ from editr1.models.processor import RRMProcessor, build_processor
 from editr1.models.rrm import TinyRRMSpec, build_tiny_rrm, load_rrm, save_rrm
 from editr1.models.tokenizer import train_tokenizer
 from editr1.rrm.corpus import content_words, train_phrase_tokenizer, trajectory_corpus
+from editr1.training import parallel
 from editr1.training.checkpoint import (
     ResumableSampler,
     capture_rng,
@@ -148,6 +149,11 @@ class SFTConfig:
     log_every: int = field(default=50, metadata={"help": "Log the training loss every this many steps."})
     seed: int = field(default=0, metadata={"help": "Seed of the initialisation, data order and RNG."})
     threads: int = field(default=1, metadata={"help": "torch CPU threads (1 is fastest for tiny models here)."})
+    workers: int = field(
+        default=1,
+        metadata={"help": "Data-parallel processes: each takes 1/workers of every batch and the gradients are "
+                          "summed (gloo), so a step equals the one-process step up to float rounding. With "
+                          "threads 1, workers 2 uses both cores of a 2-core machine."})
     device: str = field(default="cpu", metadata={"help": "torch device of the model (cpu, cuda, cuda:1…)."})
 
     def __post_init__(self) -> None:
@@ -162,6 +168,10 @@ class SFTConfig:
             raise ValueError("sft: set max_steps or max_seconds (both 0 would never stop)")
         if self.batch_size < 1 or self.grad_accum < 1 or self.threads < 1:
             raise ValueError("sft.batch_size, grad_accum and threads must be >= 1")
+        if not 1 <= self.workers <= self.batch_size or (self.caption_batch_size and self.caption_batch_size < self.workers):
+            raise ValueError(f"sft.workers must be between 1 and the batch sizes, got {self.workers}")
+        if self.workers > 1 and self.device != "cpu":
+            raise ValueError("sft.workers > 1 runs CPU processes over gloo; on GPUs use one worker per run")
 
     def tiny_spec(self) -> TinyRRMSpec:
         """The `TinyRRMSpec` of the tiny_* fields (init seeded by ``seed``)."""
@@ -178,7 +188,8 @@ class SFTConfig:
 
 # Fields that may change between a checkpoint and its resumption without changing the trajectory.
 _RUN_FIELDS = {"max_steps", "max_seconds", "eval_every", "eval_pairs", "eval_loss_examples", "eval_batch_size",
-               "max_new_tokens", "checkpoint_every", "keep_checkpoints", "log_every", "threads", "device"}
+               "max_new_tokens", "checkpoint_every", "keep_checkpoints", "log_every", "threads", "device",
+               "workers"}
 
 
 def lr_factor(cfg: SFTConfig, step: int, train_seconds: float) -> float:
@@ -283,8 +294,12 @@ class SFTTrainer:
         self.checklists = load_principles(self.principles_path) if self.val_pairs else {}
         self.val_kinds = pair_kinds(self.val_pairs, self.truth) if self.val_pairs else []
 
-        checkpoint = latest_checkpoint(self.checkpoint_dir) if resume else None
+        checkpoint = parallel.broadcast_object(latest_checkpoint(self.checkpoint_dir) if resume else None)
+        if parallel.rank() > 0:
+            parallel.barrier()  # rank 0 builds first (it trains and saves the tokenizer the others load)
         self.model, self.processor = self._build_model(train_rows, val_rows, resumed=checkpoint is not None)
+        if parallel.rank() == 0:
+            parallel.barrier()
         self.model.to(cfg.device)
         self.model.train()
         params = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
@@ -303,6 +318,7 @@ class SFTTrainer:
         torch.manual_seed(cfg.seed)
         if checkpoint is not None:
             self.resume(checkpoint)
+        parallel.broadcast_module(self.model)  # every rank starts from rank 0's weights
 
     def _pretrain_vision(self, model: torch.nn.Module, processor: RRMProcessor, train_rows: list[dict[str, Any]],
                          val_rows: list[dict[str, Any]]) -> dict[str, float]:
@@ -336,7 +352,7 @@ class SFTTrainer:
         elif cfg.model == "tiny":
             spec = cfg.tiny_spec()
             tokenizer_dir = self.out / "tokenizer"
-            if resumed and tokenizer_dir.is_dir():
+            if (resumed or parallel.rank() > 0) and tokenizer_dir.is_dir():
                 # The checkpoint's embedding rows belong to this tokenizer: never retrain it on resume.
                 tokenizer = PreTrainedTokenizerFast.from_pretrained(tokenizer_dir)
             elif cfg.tiny_tokenizer == "phrase":
@@ -347,7 +363,8 @@ class SFTTrainer:
             model, processor = build_tiny_rrm(spec, tokenizer), build_processor(tokenizer, spec)
             # A checkpoint holds the trainable weights only: the vision pre-training is redone on resume
             # when the tower is frozen (it is seeded, so it gives the same weights again).
-            if cfg.vision_pretrain_steps > 0 and (not resumed or cfg.lora or cfg.freeze_vision):
+            # Other ranks get rank 0's pre-trained tower by broadcast.
+            if cfg.vision_pretrain_steps > 0 and parallel.rank() == 0 and (not resumed or cfg.lora or cfg.freeze_vision):
                 self.vision_report = self._pretrain_vision(model, processor, train_rows, val_rows)
         else:
             model, processor = load_rrm(cfg.model)
@@ -415,10 +432,11 @@ class SFTTrainer:
     def next_batches(self) -> list[BatchFeature]:
         """The micro-batches of the next optimizer step (advances the samplers): ``grad_accum`` judge
         batches, then a caption batch when ``caption_batch_size`` > 0."""
-        batches = [encode_sft_batch(self.processor, [self.train_examples[i] for i in self.sampler.next_batch()])
+        batches = [encode_sft_batch(self.processor,
+                                    [self.train_examples[i] for i in parallel.shard(self.sampler.next_batch())])
                    for _ in range(self.cfg.grad_accum)]
         if self.caption_sampler is not None:
-            captions = [self.caption_examples[i] for i in self.caption_sampler.next_batch()]
+            captions = [self.caption_examples[i] for i in parallel.shard(self.caption_sampler.next_batch())]
             batches.append(encode_sft_batch(self.processor, captions))
         return batches
 
@@ -426,24 +444,32 @@ class SFTTrainer:
         """One optimizer step on a batch (or the micro-batches of one step); returns the training loss.
 
         The loss is token-weighted over all micro-batches together (each micro-batch's mean loss is
-        weighted by its share of the supervised tokens), so accumulation equals one big batch.
+        weighted by its share of the supervised tokens), so accumulation equals one big batch; with
+        ``workers`` > 1 the shares are of all ranks' tokens and the gradients are summed over ranks.
         """
         batches = [batch] if isinstance(batch, BatchFeature) else list(batch)
         for group in self.optimizer.param_groups:
             group["lr"] = self.cfg.lr * lr_factor(self.cfg, self.step, self.train_seconds)
         counts = [int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches]
-        total = sum(counts)
+        total = torch.tensor([float(sum(counts))], dtype=torch.float64)
+        parallel.all_reduce_sum([total])
         self.optimizer.zero_grad(set_to_none=True)
-        loss_value = 0.0
+        loss_value = torch.zeros(1)
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
         for b, count in zip(batches, counts):
             logits, labels = packed_target_logits(self.model, b)
-            loss = sft_token_loss(logits, labels) * (count / total)
+            loss = sft_token_loss(logits, labels) * (count / float(total))
             loss.backward()
-            loss_value += float(loss.detach())
+            loss_value += loss.detach()
+        if parallel.world_size() > 1:
+            for p in trainable:
+                if p.grad is None:  # a parameter this rank's batch did not reach still takes part in the sum
+                    p.grad = torch.zeros_like(p)
+        parallel.all_reduce_sum([p.grad for p in trainable] + [loss_value])
         if self.cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], self.cfg.grad_clip)
+            torch.nn.utils.clip_grad_norm_(trainable, self.cfg.grad_clip)
         self.optimizer.step()
-        return loss_value
+        return float(loss_value)
 
     def done(self) -> bool:
         cfg = self.cfg
@@ -454,7 +480,12 @@ class SFTTrainer:
         """Step until max_steps or max_seconds; evaluate and checkpoint on their schedules."""
         cfg = self.cfg
         self.model.train()
-        while not self.done():
+        lead = parallel.rank() == 0
+        while True:
+            # The clock of rank 0 sets the schedule and the end for every rank.
+            self.train_seconds = parallel.broadcast([self.train_seconds])[0]
+            if self.done():
+                break
             started = time.perf_counter()
             loss = self.train_step(self.next_batches())
             self.train_seconds += time.perf_counter() - started
@@ -463,12 +494,12 @@ class SFTTrainer:
             self._loss_steps += 1
             if not math.isfinite(loss):
                 raise FloatingPointError(f"training loss is {loss} at step {self.step}")
-            if cfg.log_every and self.step % cfg.log_every == 0:
+            if lead and cfg.log_every and self.step % cfg.log_every == 0:
                 log.info("step %d  loss %.4f  lr %.2e  %.2f steps/s", self.step, loss,
                          self.optimizer.param_groups[0]["lr"], self.step / max(self.train_seconds, 1e-9))
-            if cfg.eval_every and self.step % cfg.eval_every == 0 and not self.done():
+            if lead and cfg.eval_every and self.step % cfg.eval_every == 0 and not self.done():
                 self.history.append(self.evaluate())
-            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+            if lead and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                 self.save_checkpoint()
 
     # ------------------------------------------------------------------ evaluation
@@ -513,7 +544,10 @@ class SFTTrainer:
     # ------------------------------------------------------------------ the end
 
     def finish(self) -> dict[str, float]:
-        """Final evaluation, save the model to out/model and write out/metrics.json; return the final metrics."""
+        """Final evaluation, save the model to out/model and write out/metrics.json; return the final metrics
+        (rank 0 only: other data-parallel ranks return an empty dict)."""
+        if parallel.rank() > 0:
+            return {}
         if not self.history or self.history[-1]["step"] != self.step:
             self.history.append(self.evaluate())
         final = {k: float(v) for k, v in self.history[-1].items() if isinstance(v, (int, float))}
@@ -548,6 +582,12 @@ def run_sft(cfg: SFTConfig, storage: Path, trajectories: Path, principles: Path,
     ``cfg.model`` — "SFT continued" controls. resume: continue from the newest valid checkpoint
     under ``out/checkpoints`` when there is one.
     """
+    return parallel.launch(_run_rank, cfg.workers, (cfg, storage, trajectories, principles, out, init, resume),
+                           workdir=Path(out))
+
+
+def _run_rank(cfg: SFTConfig, storage: Path, trajectories: Path, principles: Path, out: Path, init: Path | None,
+              resume: bool) -> dict[str, float]:
     trainer = SFTTrainer(cfg, storage, trajectories, principles, out, init=init)
     trainer.setup(resume=resume)
     trainer.train()
