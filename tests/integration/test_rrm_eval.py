@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from editr1.coldstart import run_principles
@@ -33,7 +34,10 @@ def test_report_has_models_baselines_kinds_and_cis(tmp_path):
                           storage / "rrm" / "principles.parquet", store, tmp_path / "out", teacher)
     assert set(report["baselines"]) == {"random", "teacher (oracle)"}
     # the teacher judges with its own rubric: a real number, not a placeholder
-    assert 0.0 <= report["baselines"]["teacher (oracle)"]["acc_no_ties"] <= 1.0
+    teacher_row = report["baselines"]["teacher (oracle)"]
+    assert 0.0 <= teacher_row["acc_no_ties"] <= 1.0
+    # ties are wrong by the strict rule and half right in the SFT-ceiling figure
+    assert teacher_row["acc_ties_half"] == pytest.approx(teacher_row["acc_no_ties"] + teacher_row["tie_frac"] / 2)
     for name in ("a", "b"):
         m = report["models"][name]
         assert m["parse_rate"] == 0.0  # an untrained model writes no <score>
@@ -42,4 +46,5 @@ def test_report_has_models_baselines_kinds_and_cis(tmp_path):
     assert report["differences"]["b - a (expected)"]["diff"] == 0.0
     saved = json.loads((tmp_path / "out" / "rrm_eval.json").read_text())
     assert saved["non_tie_pairs"] == report["non_tie_pairs"]
-    assert "| a |" in (tmp_path / "out" / "rrm_eval.md").read_text()
+    markdown = (tmp_path / "out" / "rrm_eval.md").read_text()
+    assert "| a |" in markdown and "breaks its ties at random" in markdown
