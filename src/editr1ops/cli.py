@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -35,9 +36,11 @@ app.add_typer(rrm_app, name="rrm")
 
 @app.callback()
 def _quiet_model_loading() -> None:
-    """Model loads print no per-file progress bars: a command's output is its result."""
+    """Model loads print no per-file progress bars: a command's output is its result (the variable
+    reaches the processes a command spawns: data-parallel SFT ranks, the GCPO control)."""
     from transformers.utils import logging as hf_logging
 
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     hf_logging.disable_progress_bar()
 
 ModelOpt = Annotated[str, typer.Option("--model", help="A save_rrm folder, models:/edit-rrm@champion, runs:/…, a hub id, "

@@ -70,7 +70,13 @@ def test_dvc_repro_builds_the_lake(tmp_path):
     shutil.copytree(ROOT / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["demo"]["pairs"] = 30
+    params["demo"]["pairs"] = 150  # enough contexts for val and test pairs (the rrm stage evaluates)
+    # The rrm stage with tiny budgets: SFT (two workers) and GCPO for a few steps, a short evaluation.
+    params["sft"].update(max_seconds=0.0, max_steps=3, batch_size=4, eval_pairs=2, eval_loss_examples=4,
+                         max_new_tokens=8, checkpoint_every=0)
+    params["gcpo"].update(max_seconds=0.0, max_steps=1, pairs_per_step=2, n_samples=2, max_new_tokens=8,
+                          eval_pairs=0, checkpoint_every=0)
+    params["evaluate"].update(max_pairs=4, max_new_tokens=8, bootstrap=20)
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
@@ -85,8 +91,11 @@ def test_dvc_repro_builds_the_lake(tmp_path):
     sh(str(BIN / "dvc"), "init", "-q")
     sh(str(BIN / "dvc"), "repro")
     metrics = json.loads((repo / "storage" / "metrics" / "curate.json").read_text())
-    assert [m["added"] for m in metrics.values()] == [30]
+    assert [m["added"] for m in metrics.values()] == [150]
     assert json.loads((repo / "storage" / "metrics" / "coldstart.json").read_text())["accepted"] > 0
+    rrm = json.loads((repo / "storage" / "metrics" / "rrm.json").read_text())
+    assert rrm["sft"]["parse_rate"] is not None and "control_test_acc_no_ties" in rrm["gcpo"]
+    assert (repo / "storage" / "runs" / "rrm" / "gcpo" / "model" / "config.json").exists()
     assert (repo / "dvc.lock").exists()
     again = sh(str(BIN / "dvc"), "repro")
     assert "didn't change" in again or "up to date" in again.lower()

@@ -370,3 +370,13 @@ def test_teacher_config_is_documented_and_round_trips_through_yaml():
 def test_teacher_config_rejects_bad_values(bad):
     with pytest.raises(ValueError, match="TeacherConfig"):
         TeacherConfig(**bad)
+
+
+def test_descriptions_name_shapes_in_reading_order_whatever_the_creation_order():
+    from editr1.teachers.oracle_text import describe
+    from editr1.world.scene import ImageEffects, Scene, Shape
+
+    shapes = (Shape(0, "circle", "red", 2, 0), Shape(1, "square", "blue", 0, 2), Shape(2, "star", "green", 0, 0))
+    text = describe(Scene("gray", shapes), ImageEffects())
+    assert text == "green star top left, blue square top right, red circle bottom left, on gray"
+    assert describe(Scene("gray", tuple(reversed(shapes))), ImageEffects()) == text

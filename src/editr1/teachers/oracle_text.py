@@ -73,8 +73,14 @@ def _background(scene: Scene) -> str:
 
 
 def describe(scene: Scene, effects: ImageEffects) -> str:
-    """E.g. "red circle top left, small blue square center, on gray; white border"."""
-    shapes = ", ".join(_shape(s, scene.grid_size) for s in scene.shapes) or "no shapes"
+    """E.g. "red circle top left, small blue square center, on gray; white border".
+
+    Shapes are named in reading order (top to bottom, left to right), so the description is a
+    function of the image: listed in the scene's creation order, the first shape named would be any
+    of them, and a tiny RRM learns only which words are likely, not to read the image.
+    """
+    ordered = sorted(scene.shapes, key=lambda s: (s.row, s.col, s.id))
+    shapes = ", ".join(_shape(s, scene.grid_size) for s in ordered) or "no shapes"
     damage = [w for w, on in (("noisy", effects.noise_std > 0), ("blurry", effects.blur > 0),
                               ("white border", effects.border > 0)) if on]
     return f"{shapes}, on {_background(scene)}" + "".join(f"; {d}" for d in damage)

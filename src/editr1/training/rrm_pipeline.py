@@ -3,6 +3,10 @@
 
     run_rrm_training(storage, params_path, out) -> {"sft": …, "gcpo": …, "control": …, "eval": …}
 
+From a shell (the dvc `rrm` stage)::
+
+    python -m editr1.training.rrm_pipeline --storage storage --out storage/runs/rrm --json storage/metrics/rrm.json
+
 The control is the SFT model trained on with its own SFT data for the same wall-clock budget as
 GCPO (`gcpo.max_seconds`); it runs in a second process so both use one core each (FINDINGS.md:
 one thread per process is fastest here). Every RL gain is reported against it, not only against
@@ -11,6 +15,9 @@ the SFT start.
 
 from __future__ import annotations
 
+import argparse
+import json
+import logging
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -94,3 +101,25 @@ def demo_sections(result: dict[str, Any]) -> dict[str, Any]:
                  "control_test_acc_no_ties_parsed": acc("control", "parsed"),
                  "zero_advantage_frac": zero, "seconds": result["rl_seconds"]},
     }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: train and evaluate with params.yaml's sft, gcpo and evaluate sections; print
+    (and with --json write) the summary sections."""
+    parser = argparse.ArgumentParser(description="sft → gcpo ∥ control → evaluate on a lake.")
+    parser.add_argument("--storage", type=Path, required=True, help="Lake root (with rrm/trajectories.parquet).")
+    parser.add_argument("--out", type=Path, required=True, help="Run directory: sft/, gcpo/, control/, eval/.")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params.yaml.")
+    parser.add_argument("--json", type=Path, help="Write the summary (accuracies, parse rates) here.")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    summary = demo_sections(run_rrm_training(args.storage, args.params, args.out))
+    text = json.dumps(summary, indent=2, sort_keys=True)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
