@@ -102,9 +102,11 @@ def valid_checkpoints(run: Path) -> list[str]:
     return sorted(p.name for p in directory.glob("step-*") if (p / "manifest.json").exists()) if directory.exists() else []
 
 
-def test_resume_after_sigkill_gives_the_uninterrupted_weights(lake, tmp_path):
-    # Steps slow enough (batch 8) that the kill lands mid-run, after the first checkpoint.
-    cfg = dataclasses.replace(FAST, batch_size=8)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_resume_after_sigkill_gives_the_uninterrupted_weights(lake, tmp_path, workers):
+    # Steps slow enough (batch 8) that the kill lands mid-run, after the first checkpoint. With two
+    # workers the kill hits rank 0; the other rank loses its peer and exits.
+    cfg = dataclasses.replace(FAST, batch_size=8, workers=workers)
     reference = tmp_path / "uninterrupted"
     finish(sft_process(lake, reference, cfg))
 
