@@ -26,7 +26,6 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +39,7 @@ from editr1.lake.catalog import curated_pairs
 from editr1.lake.images import ImageLoader
 from editr1.lake.objects import open_object_store
 from editr1.models.processor import RRMProcessor, build_processor
-from editr1.models.rrm import TinyRRMSpec, build_tiny_rrm, load_rrm, save_rrm
+from editr1.models.rrm import build_tiny_rrm, load_rrm, save_rrm
 from editr1.models.tokenizer import train_tokenizer
 from editr1.rrm.corpus import content_words, train_phrase_tokenizer, trajectory_corpus
 from editr1.training import parallel
@@ -54,162 +53,11 @@ from editr1.training.checkpoint import (
 )
 from editr1.training.data import caption_examples, encode_sft_batch, model_inputs, sft_examples, token_counts
 from editr1.training.losses import IGNORE_INDEX, sft_token_loss
+from editr1.training.sft_config import RUN_FIELDS, SFTConfig, lr_factor
 from editr1.training.vision_pretrain import VisionPretrainer, world_scenes
 from editr1.world.truth import WorldTruth
 
 log = logging.getLogger(__name__)
-
-SCHEDULES = ("cosine", "constant")
-TOKENIZERS = ("phrase", "word")
-
-
-@dataclass(frozen=True)
-class SFTConfig:
-    """The `sft` stage: model, optimisation, run length, evaluation and checkpoints."""
-
-    model: str = field(
-        default="tiny",
-        metadata={"help": "'tiny' = build the tiny Qwen2.5-VL RRM from the tiny_* fields with a tokenizer trained "
-                          "on the trajectories; else a `save_rrm` directory or a Qwen2.5-VL hub id (load_rrm)."})
-    tiny_tokenizer: str = field(
-        default="phrase",
-        metadata={"help": "Tiny RRM tokenizer: 'phrase' (BPE merges may cross spaces: ~3x shorter examples, "
-                          "editr1.rrm.corpus) or 'word' (Qwen-like, editr1.models.train_tokenizer)."})
-    tiny_vocab_size: int = field(default=2000, metadata={"help": "Tiny RRM: target tokenizer size."})
-    tiny_text_hidden: int = field(default=64, metadata={"help": "Tiny RRM: text decoder hidden size."})
-    tiny_text_layers: int = field(default=2, metadata={"help": "Tiny RRM: text decoder layers."})
-    tiny_text_heads: int = field(default=4, metadata={"help": "Tiny RRM: attention heads (head dim = hidden / heads)."})
-    tiny_text_kv_heads: int = field(default=2, metadata={"help": "Tiny RRM: key/value heads."})
-    tiny_text_intermediate: int = field(default=256, metadata={"help": "Tiny RRM: MLP inner size."})
-    tiny_rope_theta: float = field(
-        default=10.0, metadata={"help": "Tiny RRM: RoPE base; low so a few image tokens get distinct 2-D positions."})
-    tiny_vision_depth: int = field(default=2, metadata={"help": "Tiny RRM: vision transformer blocks."})
-    tiny_vision_hidden: int = field(default=32, metadata={"help": "Tiny RRM: vision hidden size."})
-    tiny_vision_heads: int = field(default=2, metadata={"help": "Tiny RRM: vision attention heads."})
-    tiny_vision_intermediate: int = field(default=128, metadata={"help": "Tiny RRM: vision MLP inner size."})
-    tiny_image_pixels: int = field(
-        default=56 * 56, metadata={"help": "Tiny RRM: image area after resizing (sides snap to patch * merge)."})
-    tiny_patch_size: int = field(
-        default=7,
-        metadata={"help": "Tiny RRM: vision patch side. 7 on 56x56 images gives 16 image tokens (each 14x14 px): "
-                          "with 14 (4 tokens) a small shape is a faint part of a token and its colour was not "
-                          "learned in 600 steps."})
-    vision_pretrain_steps: int = field(
-        default=0,
-        metadata={"help": "Tiny RRM only: steps that first train its vision tower alone on the world's scene graphs "
-                          "(colour and kind per grid cell, background; editr1.training.vision_pretrain), the stand-in "
-                          "for a real VLM's pre-trained vision (~0.15 s a step; 400 → 99% of cell colours). 0 = none; "
-                          "needs world batches. Measured: no accuracy gain yet within 10 min of SFT (README)."})
-    freeze_vision: bool = field(
-        default=False,
-        metadata={"help": "Keep the vision tower (patch embedding, blocks, merger) frozen during SFT, as VLM "
-                          "instruction tuning usually does (with vision_pretrain_steps: the language loss of an "
-                          "untrained decoder otherwise reaches the pre-trained tower first). Never with a random tower."})
-    vision_pretrain_lr: float = field(default=3e-3, metadata={"help": "AdamW learning rate of the vision pre-training."})
-    vision_pretrain_batch: int = field(default=64, metadata={"help": "Images per vision pre-training step."})
-    lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (peft) instead of all weights; "
-                                                        "merged into the saved model."})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scale = alpha / r)."})
-    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
-    lora_target_modules: tuple[str, ...] = field(
-        default=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
-        metadata={"help": "Module names that get LoRA adapters."})
-    lr: float = field(default=3e-3, metadata={"help": "Peak learning rate (AdamW)."})
-    warmup_steps: int = field(default=40, metadata={"help": "Linear warm-up steps."})
-    schedule: str = field(
-        default="cosine",
-        metadata={"help": "'cosine' (to min_lr_ratio at the end of the run, measured by steps or seconds, "
-                          "whichever is further along) or 'constant'."})
-    min_lr_ratio: float = field(default=0.0, metadata={"help": "Final lr as a share of lr (cosine)."})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay (matrices only)."})
-    batch_size: int = field(default=32, metadata={"help": "Judge examples per micro-batch."})
-    caption_batch_size: int = field(
-        default=0,
-        metadata={"help": "Caption examples per optimizer step, in their own micro-batch (0 = none): the two "
-                          "images with a short request → the first line of the trajectory (the teacher's "
-                          "description of both images). Short examples that train perception cheaply."})
-    grad_accum: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
-    grad_clip: float = field(default=1.0, metadata={"help": "Max global gradient norm (0 = no clipping)."})
-    max_steps: int = field(default=3000, metadata={"help": "Optimizer steps (0 = no step limit)."})
-    max_seconds: float = field(
-        default=240.0,
-        metadata={"help": "Wall-clock budget of the training steps in seconds (evaluation and checkpoints not "
-                          "counted); stops at max_steps or here, whichever comes first; 0 = none. A time "
-                          "budget makes the run length machine-dependent: resume is exact only with max_steps."})
-    eval_every: int = field(default=0, metadata={"help": "Evaluate on val every this many steps (0 = only at the end)."})
-    eval_pairs: int = field(
-        default=64, metadata={"help": "Val human pairs scored (by generation) at each evaluation; 0 = none."})
-    eval_loss_examples: int = field(default=256, metadata={"help": "Val trajectories in the val loss."})
-    eval_batch_size: int = field(default=32, metadata={"help": "Items per generation batch when scoring."})
-    max_new_tokens: int = field(
-        default=512, metadata={"help": "Generation budget when scoring: must fit a whole judgement."})
-    checkpoint_every: int = field(default=200, metadata={"help": "Checkpoint every this many steps (0 = never)."})
-    keep_checkpoints: int = field(default=2, metadata={"help": "Newest checkpoints kept."})
-    log_every: int = field(default=50, metadata={"help": "Log the training loss every this many steps."})
-    seed: int = field(default=0, metadata={"help": "Seed of the initialisation, data order and RNG."})
-    threads: int = field(default=1, metadata={"help": "torch CPU threads (1 is fastest for tiny models here)."})
-    workers: int = field(
-        default=1,
-        metadata={"help": "Data-parallel processes: each takes 1/workers of every batch and the gradients are "
-                          "summed (gloo), so a step equals the one-process step up to float rounding. With "
-                          "threads 1, workers 2 uses both cores of a 2-core machine."})
-    device: str = field(default="cpu", metadata={"help": "torch device of the model (cpu, cuda, cuda:1…)."})
-
-    def __post_init__(self) -> None:
-        if self.freeze_vision and self.model == "tiny" and self.vision_pretrain_steps <= 0:
-            raise ValueError("sft.freeze_vision with a tiny model needs vision_pretrain_steps > 0 "
-                             "(a frozen random vision tower sees nothing)")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"sft.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if self.tiny_tokenizer not in TOKENIZERS:
-            raise ValueError(f"sft.tiny_tokenizer must be one of {TOKENIZERS}, got {self.tiny_tokenizer!r}")
-        if self.max_steps <= 0 and self.max_seconds <= 0:
-            raise ValueError("sft: set max_steps or max_seconds (both 0 would never stop)")
-        if self.batch_size < 1 or self.grad_accum < 1 or self.threads < 1:
-            raise ValueError("sft.batch_size, grad_accum and threads must be >= 1")
-        if not 1 <= self.workers <= self.batch_size or (self.caption_batch_size and self.caption_batch_size < self.workers):
-            raise ValueError(f"sft.workers must be between 1 and the batch sizes, got {self.workers}")
-        if self.workers > 1 and self.device != "cpu":
-            raise ValueError("sft.workers > 1 runs CPU processes over gloo; on GPUs use one worker per run")
-
-    def tiny_spec(self) -> TinyRRMSpec:
-        """The `TinyRRMSpec` of the tiny_* fields (init seeded by ``seed``)."""
-        return TinyRRMSpec(
-            vocab_size=self.tiny_vocab_size, hidden_size=self.tiny_text_hidden, num_layers=self.tiny_text_layers,
-            num_heads=self.tiny_text_heads, num_kv_heads=self.tiny_text_kv_heads,
-            intermediate_size=self.tiny_text_intermediate, rope_theta=self.tiny_rope_theta,
-            vision_depth=self.tiny_vision_depth, vision_hidden_size=self.tiny_vision_hidden,
-            vision_num_heads=self.tiny_vision_heads, vision_intermediate_size=self.tiny_vision_intermediate,
-            image_min_pixels=self.tiny_image_pixels, image_max_pixels=self.tiny_image_pixels,
-            patch_size=self.tiny_patch_size, seed=self.seed,
-        )
-
-
-# Fields that may change between a checkpoint and its resumption without changing the trajectory.
-_RUN_FIELDS = {"max_steps", "max_seconds", "eval_every", "eval_pairs", "eval_loss_examples", "eval_batch_size",
-               "max_new_tokens", "checkpoint_every", "keep_checkpoints", "log_every", "threads", "device",
-               "workers"}
-
-
-def lr_factor(cfg: SFTConfig, step: int, train_seconds: float) -> float:
-    """Multiplier of ``cfg.lr`` for the update after ``step`` updates and ``train_seconds`` of training.
-
-    Linear warm-up over ``warmup_steps``, times (cosine) 0.5·(1 + cos(π·p)) rescaled to end at
-    ``min_lr_ratio``, with run progress p = max(step / max_steps, train_seconds / max_seconds)
-    (each term only when its limit is set), clipped to [0, 1].
-    """
-    warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else 1.0
-    if cfg.schedule == "constant":
-        return warm
-    progress = 0.0
-    if cfg.max_steps > 0:
-        progress = max(progress, step / cfg.max_steps)
-    if cfg.max_seconds > 0:
-        progress = max(progress, train_seconds / cfg.max_seconds)
-    cosine = 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-    return warm * (cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * cosine)
-
 
 def packed_target_logits(model: torch.nn.Module, batch: BatchFeature) -> tuple[Tensor, Tensor]:
     """Logits at the supervised positions only, packed for `sft_token_loss`.
@@ -405,7 +253,7 @@ class SFTTrainer:
         state = load_checkpoint(path)
         saved = state["config"]
         changed = sorted(k for k, v in dataclasses.asdict(self.cfg).items()
-                         if k not in _RUN_FIELDS and saved.get(k) != v)
+                         if k not in RUN_FIELDS and saved.get(k) != v)
         if changed:
             raise ValueError(f"checkpoint {path} was made with different settings {changed}: "
                              "use another out directory or resume=False")
