@@ -221,19 +221,26 @@ def rrm_metrics(
     missing_scores / equal_scores (non-tie pairs lost to a missing or an equal score), ``histogram``
     (11 counts of distinct items' rounded scores) and, with a ``tie_threshold`` (one float, or one per
     readout, e.g. from `calibrate_thresholds` on val), ``acc_with_ties`` over all pairs.
-    parse_rate: share of distinct scored items with a parsed score.
+    parse_rate: share of distinct scored items with a parsed score. distinct_outputs: distinct first
+    outputs / distinct scored items — a collapse detector (near 1: each edit gets its own reasoning; near
+    0: the model writes one judgement whatever the images and the instruction, as an SFT run that
+    learned the teacher's text but not to read its prompt does).
     """
     if kinds is not None and len(kinds) != len(pair_scores):
         raise ValueError(f"{len(pair_scores)} pairs but {len(kinds)} kinds")
     items: dict[tuple[str, str], tuple[bool, bool]] = {}
+    texts: dict[tuple[str, str], str] = {}
     for p in pair_scores:
         items[(p.context_id, p.chosen_sha)] = (p.chosen_parse_ok, bool(p.chosen_answers))
         items[(p.context_id, p.rejected_sha)] = (p.rejected_parse_ok, bool(p.rejected_answers))
+        texts[(p.context_id, p.chosen_sha)] = p.chosen_text
+        texts[(p.context_id, p.rejected_sha)] = p.rejected_text
     out: dict[str, Any] = {
         "pairs": len(pair_scores),
         "non_tie_pairs": sum(p.label != "tie" for p in pair_scores),
         "parse_rate": sum(ok for ok, _ in items.values()) / len(items) if items else None,
         "principles_parse_rate": sum(a for _, a in items.values()) / len(items) if items else None,
+        "distinct_outputs": len(set(texts.values())) / len(texts) if texts else None,
     }
     for readout in READOUTS:
         threshold = tie_threshold.get(readout) if isinstance(tie_threshold, Mapping) else tie_threshold
@@ -254,7 +261,7 @@ def calibrate_thresholds(pair_scores: Sequence[PairScore]) -> dict[str, float]:
 def headline(metrics: Mapping[str, Any]) -> dict[str, float]:
     """The few numbers worth a line in a log: parse rate and accuracy per readout (None → NaN)."""
     nan = float("nan")
-    out = {"parse_rate": metrics["parse_rate"] if metrics["parse_rate"] is not None else nan}
+    out = {key: metrics[key] if metrics.get(key) is not None else nan for key in ("parse_rate", "distinct_outputs")}
     for readout in READOUTS:
         for key in ("acc_no_ties", "acc_with_ties"):
             if key in metrics[readout]:

@@ -145,9 +145,17 @@ class SFTTrainer:
         checkpoint = parallel.broadcast_object(latest_checkpoint(self.checkpoint_dir) if resume else None)
         if parallel.rank() > 0:
             parallel.barrier()  # rank 0 builds first (it trains and saves the tokenizer the others load)
-        self.model, self.processor = self._build_model(train_rows, val_rows, resumed=checkpoint is not None)
+        model, self.processor = self._build_model(train_rows, resumed=checkpoint is not None)
         if parallel.rank() == 0:
             parallel.barrier()
+        # A checkpoint holds the trainable weights only: the vision pre-training is redone on resume
+        # when the tower is frozen (it is seeded, so it gives the same weights again). All ranks take part.
+        if (cfg.vision_pretrain_steps > 0 and self.init is None and cfg.model == "tiny"
+                and (checkpoint is None or cfg.lora or cfg.freeze_vision)):
+            model.to(cfg.device)
+            parallel.broadcast_module(model)
+            self.vision_report = self._pretrain_vision(model, self.processor, train_rows, val_rows)
+        self.model = self._adapt(model)
         self.model.to(cfg.device)
         self.model.train()
         params = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
@@ -181,19 +189,23 @@ class SFTTrainer:
         pretrainer = VisionPretrainer(model, processor, self.images, scenes, seed=cfg.seed,
                                       lr=cfg.vision_pretrain_lr, batch_size=cfg.vision_pretrain_batch)
         loss = math.nan
+        lead = parallel.rank() == 0
         for step in range(cfg.vision_pretrain_steps):
             loss = pretrainer.step()
-            if cfg.log_every and (step + 1) % cfg.log_every == 0:
+            if lead and cfg.log_every and (step + 1) % cfg.log_every == 0:
                 log.info("vision pre-training step %d  loss %.4f", step + 1, loss)
         seconds = time.perf_counter() - started
+        if not lead:
+            return {}
         val_scenes = {k: v for k, v in world_scenes(truth, val_rows[:200]).items() if k not in scenes}
         report = {"vision_loss": loss, "vision_seconds": seconds,
                   **{f"vision_val_{k}": v for k, v in pretrainer.accuracy(val_scenes).items()}}
         log.info("vision pre-training: %s", report)
         return report
 
-    def _build_model(self, train_rows: list[dict[str, Any]], val_rows: list[dict[str, Any]],
-                     resumed: bool) -> tuple[torch.nn.Module, RRMProcessor]:
+    def _build_model(self, train_rows: list[dict[str, Any]], resumed: bool) -> tuple[torch.nn.Module, RRMProcessor]:
+        """The model to train and its processor: ``init``, a new tiny RRM (its tokenizer trained on the
+        train trajectories, or reloaded on resume and in other ranks), or ``cfg.model``."""
         cfg = self.cfg
         if self.init is not None:
             model, processor = load_rrm(self.init)
@@ -209,13 +221,13 @@ class SFTTrainer:
             else:
                 tokenizer = train_tokenizer(trajectory_corpus(train_rows), spec.vocab_size, tokenizer_dir)
             model, processor = build_tiny_rrm(spec, tokenizer), build_processor(tokenizer, spec)
-            # A checkpoint holds the trainable weights only: the vision pre-training is redone on resume
-            # when the tower is frozen (it is seeded, so it gives the same weights again).
-            # Other ranks get rank 0's pre-trained tower by broadcast.
-            if cfg.vision_pretrain_steps > 0 and parallel.rank() == 0 and (not resumed or cfg.lora or cfg.freeze_vision):
-                self.vision_report = self._pretrain_vision(model, processor, train_rows, val_rows)
         else:
             model, processor = load_rrm(cfg.model)
+        return model, processor
+
+    def _adapt(self, model: torch.nn.Module) -> torch.nn.Module:
+        """LoRA adapters (``cfg.lora``) and a frozen vision tower (``cfg.freeze_vision``), as configured."""
+        cfg = self.cfg
         if cfg.lora:
             from peft import LoraConfig, get_peft_model
 
@@ -225,7 +237,7 @@ class SFTTrainer:
         if cfg.freeze_vision:
             for param in _base_model(model).model.visual.parameters():
                 param.requires_grad_(False)
-        return model, processor
+        return model
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -302,13 +314,13 @@ class SFTTrainer:
         total = torch.tensor([float(sum(counts))], dtype=torch.float64)
         parallel.all_reduce_sum([total])
         self.optimizer.zero_grad(set_to_none=True)
-        loss_value = torch.zeros(1)
+        loss_value = torch.zeros(1, dtype=torch.float64)  # on the CPU, where the ranks' sums meet
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         for b, count in zip(batches, counts):
             logits, labels = packed_target_logits(self.model, b)
             loss = sft_token_loss(logits, labels) * (count / float(total))
             loss.backward()
-            loss_value += loss.detach()
+            loss_value += float(loss.detach())
         if parallel.world_size() > 1:
             for p in trainable:
                 if p.grad is None:  # a parameter this rank's batch did not reach still takes part in the sum

@@ -32,6 +32,7 @@ from PIL import Image
 from torch import Tensor
 
 from editr1.models.processor import RRMProcessor
+from editr1.training import parallel
 from editr1.world.scene import Scene
 from editr1.world.truth import WorldTruth
 
@@ -148,13 +149,29 @@ class VisionPretrainer:
                 + ce(background, self.backgrounds[idx].to(device)))
 
     def step(self) -> float:
-        """One AdamW step on a random batch of images (seeded); returns the loss."""
+        """One AdamW step on a random batch of images (seeded); returns the loss.
+
+        Data parallel when run in every rank of `editr1.training.parallel.launch`: all ranks draw the
+        same batch, each takes its share, and the share-weighted gradients are summed, so N workers
+        take the one-process step (every image has the same number of cells, so the shares' means
+        weighted by their sizes are the batch mean).
+        """
         picks = torch.randperm(len(self.shas), generator=self.generator)[: self.batch_size].tolist()
+        mine = parallel.shard(picks)
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.loss([self.shas[i] for i in picks])
-        loss.backward()
+        loss_value = torch.zeros(1, dtype=torch.float64)
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        if mine:
+            loss = self.loss([self.shas[i] for i in mine]) * (len(mine) / len(picks))
+            loss.backward()
+            loss_value += float(loss.detach())
+        if parallel.world_size() > 1:
+            for p in params:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+            parallel.all_reduce_sum([p.grad for p in params] + [loss_value])
         self.optimizer.step()
-        return float(loss.detach())
+        return float(loss_value)
 
     @torch.no_grad()
     def accuracy(self, scenes: dict[str, Scene]) -> dict[str, float]:
