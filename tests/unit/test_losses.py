@@ -77,6 +77,22 @@ def test_sft_token_loss_is_token_weighted_across_the_batch():
     assert_close(sft_token_loss(logits, labels), torch.tensor(math.log(3) / 4))
 
 
+def test_sft_token_loss_with_weights_by_hand():
+    # Same targets as the hand test above: CE at t=1 is a = log(1 + e + e^2) - 2, at t=2 b = log 3.
+    # Weights aligned with labels [w0, w1, w2, w3] = [9, 9, 3, 1]: the shifted weights of the two
+    # targets are w2 = 3 (label 2) and w3 = 1 (label 0); positions without a label count nothing.
+    # loss = (3a + 1b) / (3 + 1).
+    logits = t([[[5, 5, 5], [1, 0, 2], [0, 0, 0], [9, 0, 0]]], torch.float32)
+    labels = torch.tensor([[IGNORE_INDEX, IGNORE_INDEX, 2, 0]])
+    e = math.e
+    a, b = math.log(1 + e + e**2) - 2, math.log(3)
+    weighted = sft_token_loss(logits, labels, t([[9, 9, 3, 1]], torch.float32))
+    assert_close(weighted, torch.tensor((3 * a + b) / 4, dtype=torch.float32))
+    assert_close(sft_token_loss(logits, labels, torch.ones(1, 4)), sft_token_loss(logits, labels))
+    with pytest.raises(ValueError, match="labels' shape"):
+        sft_token_loss(logits, labels, torch.ones(1, 3))
+
+
 def test_sft_token_loss_refuses_a_batch_without_targets():
     with pytest.raises(ValueError, match="no supervised token"):
         # the only label is at position 0, which nothing predicts

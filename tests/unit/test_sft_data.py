@@ -20,9 +20,16 @@ from editr1.rrm.items import Context, Quadruple
 from editr1.rrm.principles import Principle
 from editr1.rrm.prompt import render_user_text
 from editr1.rrm.scoring import encode_quadruples
-from editr1.training.data import SFTExample, encode_sft_batch, model_inputs, target_ids, token_counts
+from editr1.training.data import (
+    SFTExample,
+    description_tokens,
+    encode_sft_batch,
+    model_inputs,
+    target_ids,
+    token_counts,
+)
 from editr1.training.losses import IGNORE_INDEX, sft_token_loss
-from editr1.training.sft import packed_target_logits
+from editr1.training.sft import packed_loss_weights, packed_target_logits
 
 torch.set_num_threads(1)
 
@@ -120,3 +127,27 @@ def test_padded_batch_loss_equals_the_per_example_losses(rrm):
     # Stronger: every supervised logit row of the padded batch equals the unpadded example's.
     torch.testing.assert_close(logits[0, :-1], torch.cat([lg[0, :-1] for lg, _ in singles]), rtol=1e-4, atol=1e-5)
     assert labels[0, 1:].tolist() == [t for _, lab in singles for t in lab[0, 1:].tolist()]
+
+
+def test_description_weight_falls_on_the_first_line_of_each_judgement(rrm):
+    model, processor = rrm
+    plain = encode_sft_batch(processor, EXAMPLES)
+    assert "loss_weights" not in plain and packed_loss_weights(plain) is None
+    batch = encode_sft_batch(processor, EXAMPLES, description_weight=4.0)
+    for i, e in enumerate(EXAMPLES):
+        ids = target_ids(processor, e.target)
+        n = description_tokens(processor, e.target)
+        first_line = processor.tokenizer.decode(ids[:n])
+        assert first_line.rstrip("\n") == e.target.split("\n")[0] and n < len(ids)
+        supervised = batch["labels"][i] != IGNORE_INDEX
+        weights = batch["loss_weights"][i][supervised]
+        assert weights.tolist() == [4.0] * n + [1.0] * (len(ids) - n)
+    # A caption example (one line: nothing but the description) keeps weight 1.
+    caption = SFTExample(EXAMPLES[0].quad, "before: red circle. after: blue circle.", "caption")
+    assert description_tokens(processor, caption.target) == 0
+    assert set(encode_sft_batch(processor, [caption], description_weight=4.0)["loss_weights"][0].tolist()) <= {0.0, 1.0}
+    with torch.no_grad():
+        logits, labels = packed_target_logits(model, batch)
+        w = packed_loss_weights(batch)
+        weighted, plain_loss = sft_token_loss(logits, labels, w), sft_token_loss(logits, labels)
+    assert w.shape == labels.shape and not torch.isclose(weighted, plain_loss)

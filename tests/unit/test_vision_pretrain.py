@@ -14,6 +14,10 @@ from editr1.training.vision_pretrain import SceneVocab, VisionPretrainer
 from editr1.world.scene import Scene, Shape, render
 
 COLORS = ("red", "green", "blue")
+# The per-token head: positions come later than contents (measured: 0.11 at the start, 0.34 after 200
+# steps, 0.84 after 300, 0.91 after 400 on the held-out images below).
+STEPS_PER_TOKEN = 300
+POSITION_BAR = 0.6
 KINDS = ("circle", "square")
 
 
@@ -70,3 +74,25 @@ def test_the_vision_tower_learns_the_scenes_and_only_it_changes(tmp_path, one_th
 
     changed = {n for n, p in model.named_parameters() if not torch.equal(before[n], p.detach())}
     assert changed and all(".visual." in f".{n}" for n in changed), sorted(changed)[:5]
+
+
+def test_one_token_per_cell_holds_its_own_cell(tmp_path, one_thread):
+    """84-px images, 14-px patches merged 2×2: 3×3 image tokens, one per cell. One head shared by
+    all tokens reads each token alone: a token can only be right about its own cell, and about
+    where it is if the tower puts that in the token."""
+    torch.manual_seed(0)
+    tokenizer = train_tokenizer(["a red circle on gray", "<score>7</score>"], 300, tmp_path / "tok")
+    spec = TinyRRMSpec(vocab_size=300, patch_size=14, image_min_pixels=84 * 84, image_max_pixels=84 * 84)
+    model, processor = build_tiny_rrm(spec, tokenizer), build_processor(tokenizer, spec)
+    rng = random.Random(1)
+    scenes = {f"img{i}": random_scene(rng) for i in range(48)}
+    images = {sha: render(scene, 84) for sha, scene in scenes.items()}
+    held_out = {sha: scenes.pop(sha) for sha in list(scenes)[:12]}
+    pretrainer = VisionPretrainer(model, processor, images.__getitem__, scenes, seed=0, lr=3e-3, batch_size=16)
+    assert pretrainer.per_token and pretrainer.head.in_features == spec.hidden_size
+    start = pretrainer.accuracy(held_out)
+    for _ in range(STEPS_PER_TOKEN):
+        pretrainer.step()
+    after = pretrainer.accuracy(held_out)
+    assert after["background"] == 1.0 and after["color"] == 1.0 > start["color"], (start, after)
+    assert after["kind"] > start["kind"] and after["position"] > POSITION_BAR > start["position"], (start, after)

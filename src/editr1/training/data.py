@@ -116,13 +116,27 @@ def target_ids(processor: RRMProcessor, target: str) -> list[int]:
     return processor.tokenizer(target + IM_END, add_special_tokens=False)["input_ids"]
 
 
-def encode_sft_batch(processor: RRMProcessor, examples: Sequence[SFTExample]) -> BatchFeature:
+def description_tokens(processor: RRMProcessor, target: str) -> int:
+    """How many of ``target_ids(processor, target)`` hold the target's first line (up to and with the
+    token that holds its newline): the description a judgement opens with. 0 for a one-line target."""
+    end = target.find("\n")
+    if end < 0:
+        return 0
+    offsets = processor.tokenizer(target + IM_END, add_special_tokens=False,
+                                  return_offsets_mapping=True)["offset_mapping"]
+    return sum(1 for start, _ in offsets if start <= end)
+
+
+def encode_sft_batch(processor: RRMProcessor, examples: Sequence[SFTExample],
+                     description_weight: float = 1.0) -> BatchFeature:
     """Right-padded training inputs for ``examples``.
 
     Returns ``input_ids``, ``attention_mask``, ``mm_token_type_ids``, ``labels`` (B, L) — labels
     aligned with input_ids (not shifted), -100 outside the targets — and ``pixel_values``
     (n_patches, C*T*P*P), ``image_grid_thw`` (2B, 3): source then edited image of each example.
     Padding uses ``<|endoftext|>`` with attention 0, token type 0 and label -100.
+    With ``description_weight`` != 1 also ``loss_weights`` (B, L) for `sft_token_loss`: that weight
+    on the opening description line of each judgement (`description_tokens`), 1 on its other tokens.
     """
     if not examples:
         raise ValueError("no examples to encode")
@@ -140,20 +154,27 @@ def encode_sft_batch(processor: RRMProcessor, examples: Sequence[SFTExample]) ->
         types = torch.cat([prompt_types, torch.zeros_like(completion)])
         is_target = torch.cat([torch.zeros_like(prompt_ids, dtype=torch.bool),
                                torch.ones_like(completion, dtype=torch.bool)])
-        rows.append((ids, types, is_target))
-    length = max(len(ids) for ids, _, _ in rows)
+        weight = torch.ones(len(ids))
+        if description_weight != 1.0 and ex.kind == "judge":
+            n = description_tokens(processor, ex.target)
+            weight[len(prompt_ids):len(prompt_ids) + n] = description_weight
+        rows.append((ids, types, is_target, weight))
+    length = max(len(ids) for ids, _, _, _ in rows)
     batch_size = len(rows)
     input_ids = torch.full((batch_size, length), pad_id, dtype=rows[0][0].dtype)
     attention_mask = torch.zeros((batch_size, length), dtype=torch.long)
     token_types = torch.zeros((batch_size, length), dtype=prompts["mm_token_type_ids"].dtype)
     target_mask = torch.zeros((batch_size, length), dtype=torch.bool)
-    for i, (ids, types, is_target) in enumerate(rows):
+    weights = torch.zeros((batch_size, length))
+    for i, (ids, types, is_target, weight) in enumerate(rows):
         n = len(ids)
         input_ids[i, :n] = ids
         attention_mask[i, :n] = 1
         token_types[i, :n] = types
         target_mask[i, :n] = is_target
-    return BatchFeature({
+        weights[i, :n] = weight
+    extra = {"loss_weights": weights} if description_weight != 1.0 else {}
+    return BatchFeature({**extra,
         "input_ids": input_ids,
         "attention_mask": attention_mask,
         "mm_token_type_ids": token_types,

@@ -54,7 +54,7 @@ def build_sft_labels(input_ids: Tensor, completion_mask: Tensor) -> Tensor:
     return input_ids.masked_fill(~completion_mask.bool(), IGNORE_INDEX)
 
 
-def sft_token_loss(logits: Tensor, labels: Tensor) -> Tensor:
+def sft_token_loss(logits: Tensor, labels: Tensor, weights: Tensor | None = None) -> Tensor:
     """Next-token cross-entropy, mean over the supervised tokens of the whole batch.
 
     logits: [B, T, V], the model's output for input_ids [B, T]; labels: [B, T] aligned with
@@ -63,19 +63,29 @@ def sft_token_loss(logits: Tensor, labels: Tensor) -> Tensor:
     target and logits[:, -1] is unused. Returns a scalar: Σ CE / (number of labels != -100) over
     the batch, i.e. token-weighted (a long completion weighs more than a short one, as in SFT
     everywhere). Computed in float32 whatever the logits' dtype.
+    weights: optional [B, T] aligned with labels: then Σ w·CE / Σ w over the supervised tokens
+    (a weighted mean; all ones gives the plain loss).
     Raises ValueError when no token is supervised (a data bug, not a zero loss).
     """
     if logits.dim() != 3 or labels.shape != logits.shape[:2]:
         raise ValueError(f"expected logits [B, T, V] and labels [B, T], got {tuple(logits.shape)} "
                          f"and {tuple(labels.shape)}")
+    if weights is not None and weights.shape != labels.shape:
+        raise ValueError(f"weights {tuple(weights.shape)} must have the labels' shape {tuple(labels.shape)}")
     shift_logits = logits[:, :-1, :].float()
     shift_labels = labels[:, 1:]
-    n_targets = int((shift_labels != IGNORE_INDEX).sum())
+    supervised = shift_labels != IGNORE_INDEX
+    n_targets = int(supervised.sum())
     if n_targets == 0:
         raise ValueError("no supervised token in the batch: every shifted label is -100")
-    total = F.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
-                            ignore_index=IGNORE_INDEX, reduction="sum")
-    return total / n_targets
+    if weights is None:
+        total = F.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
+                                ignore_index=IGNORE_INDEX, reduction="sum")
+        return total / n_targets
+    per_token = F.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
+                                ignore_index=IGNORE_INDEX, reduction="none")
+    w = weights[:, 1:].reshape(-1).to(per_token.device, torch.float32) * supervised.reshape(-1)
+    return (per_token * w).sum() / w.sum()
 
 
 # --------------------------------------------------------------------------- GCPO rewards and advantages

@@ -79,6 +79,15 @@ def packed_target_logits(model: torch.nn.Module, batch: BatchFeature) -> tuple[T
     return packed, packed_labels
 
 
+def packed_loss_weights(batch: BatchFeature) -> Tensor | None:
+    """The batch's ``loss_weights`` in the packed layout of `packed_target_logits` ([1, N+1]), or None."""
+    if "loss_weights" not in batch:
+        return None
+    predicts = batch["labels"][:, 1:] != IGNORE_INDEX
+    weights = batch["loss_weights"][:, 1:][predicts]
+    return torch.cat([weights.new_zeros(1), weights])[None]
+
+
 def _base_model(model: torch.nn.Module) -> Qwen2_5_VLForConditionalGeneration:
     """The Qwen2.5-VL model under a peft wrapper (adapters stay injected), or the model itself."""
     if isinstance(model, Qwen2_5_VLForConditionalGeneration):
@@ -293,7 +302,8 @@ class SFTTrainer:
         """The micro-batches of the next optimizer step (advances the samplers): ``grad_accum`` judge
         batches, then a caption batch when ``caption_batch_size`` > 0."""
         batches = [encode_sft_batch(self.processor,
-                                    [self.train_examples[i] for i in parallel.shard(self.sampler.next_batch())])
+                                    [self.train_examples[i] for i in parallel.shard(self.sampler.next_batch())],
+                                    description_weight=self.cfg.description_weight)
                    for _ in range(self.cfg.grad_accum)]
         if self.caption_sampler is not None:
             captions = [self.caption_examples[i] for i in parallel.shard(self.caption_sampler.next_batch())]
@@ -304,21 +314,24 @@ class SFTTrainer:
         """One optimizer step on a batch (or the micro-batches of one step); returns the training loss.
 
         The loss is token-weighted over all micro-batches together (each micro-batch's mean loss is
-        weighted by its share of the supervised tokens), so accumulation equals one big batch; with
-        ``workers`` > 1 the shares are of all ranks' tokens and the gradients are summed over ranks.
+        weighted by its share of the supervised tokens — of their loss weights, with
+        ``description_weight``), so accumulation equals one big batch; with ``workers`` > 1 the shares
+        are of all ranks' tokens and the gradients are summed over ranks.
         """
         batches = [batch] if isinstance(batch, BatchFeature) else list(batch)
         for group in self.optimizer.param_groups:
             group["lr"] = self.cfg.lr * lr_factor(self.cfg, self.step, self.train_seconds)
-        counts = [int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches]
+        weights = [packed_loss_weights(b) for b in batches]
+        counts = [float(w.sum()) if w is not None else int((b["labels"][:, 1:] != IGNORE_INDEX).sum())
+                  for b, w in zip(batches, weights)]
         total = torch.tensor([float(sum(counts))], dtype=torch.float64)
         parallel.all_reduce_sum([total])
         self.optimizer.zero_grad(set_to_none=True)
         loss_value = torch.zeros(1, dtype=torch.float64)  # on the CPU, where the ranks' sums meet
         trainable = [p for p in self.model.parameters() if p.requires_grad]
-        for b, count in zip(batches, counts):
+        for b, w, count in zip(batches, weights, counts):
             logits, labels = packed_target_logits(self.model, b)
-            loss = sft_token_loss(logits, labels) * (count / float(total))
+            loss = sft_token_loss(logits, labels, w) * (count / float(total))
             loss.backward()
             loss_value += float(loss.detach())
         if parallel.world_size() > 1:

@@ -80,6 +80,11 @@ class SFTConfig:
         metadata={"help": "Caption examples per optimizer step, in their own micro-batch (0 = none): the two "
                           "images with a short request → the first line of the trajectory (the teacher's "
                           "description of both images). Short examples that train perception cheaply."})
+    description_weight: float = field(
+        default=1.0,
+        metadata={"help": "Loss weight of the description line a judgement opens with (its perception part) "
+                          "relative to the judgement's other tokens. The rest of a judgement follows from that "
+                          "line, so under teacher forcing it carries almost all the reason to read the images."})
     grad_accum: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
     grad_clip: float = field(default=1.0, metadata={"help": "Max global gradient norm (0 = no clipping)."})
     max_steps: int = field(default=3000, metadata={"help": "Optimizer steps (0 = no step limit)."})
@@ -117,6 +122,8 @@ class SFTConfig:
             raise ValueError(f"sft.tiny_tokenizer must be one of {TOKENIZERS}, got {self.tiny_tokenizer!r}")
         if self.max_steps <= 0 and self.max_seconds <= 0:
             raise ValueError("sft: set max_steps or max_seconds (both 0 would never stop)")
+        if not self.description_weight > 0:
+            raise ValueError(f"sft.description_weight must be > 0, got {self.description_weight}")
         if self.batch_size < 1 or self.grad_accum < 1 or self.threads < 1:
             raise ValueError("sft.batch_size, grad_accum and threads must be >= 1")
         if not 1 <= self.workers <= self.batch_size or (self.caption_batch_size and self.caption_batch_size < self.workers):

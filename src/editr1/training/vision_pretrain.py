@@ -116,37 +116,64 @@ class VisionPretrainer:
         self.generator = torch.Generator().manual_seed(seed)
         device = next(self.visual.parameters()).device
         with torch.no_grad():
-            tokens = self._features(self.shas[:1]).shape[1]
+            tokens, hidden = self._tokens(self.shas[:1]).shape[1:]
+        v = self.vocab
+        # One image token per grid cell: a head shared by all tokens reads each token alone, so every
+        # token has to hold its own cell — what is there and where it is (row, column; the tower learns
+        # that from its rotary positions and the image borders, 99% of tokens on val after 600 steps).
+        # Otherwise one head reads all tokens of an image concatenated.
+        self.per_token = tokens == v.cells
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.head = torch.nn.Linear(tokens, self.vocab.outputs).to(device)
-        params = [p for p in self.visual.parameters() if p.requires_grad] + list(self.head.parameters())
+            if self.per_token:
+                self.head = torch.nn.Linear(hidden, len(v.colors) + len(v.kinds) + 2 * v.grid_size).to(device)
+                self.background_head = torch.nn.Linear(hidden, len(v.backgrounds)).to(device)
+            else:
+                self.head = torch.nn.Linear(tokens * hidden, v.outputs).to(device)
+                self.background_head = None
+        heads = list(self.head.parameters()) + (list(self.background_head.parameters()) if self.per_token else [])
+        params = [p for p in self.visual.parameters() if p.requires_grad] + heads
         self.optimizer = torch.optim.AdamW(params, lr=lr)
+        cells = torch.arange(v.cells)
+        self.rows, self.cols = cells // v.grid_size, cells % v.grid_size
 
-    def _features(self, shas: Sequence[str]) -> Tensor:
-        """The vision tower's tokens of each image, concatenated: [len(shas), tokens * hidden]."""
+    def _tokens(self, shas: Sequence[str]) -> Tensor:
+        """The vision tower's tokens of each image (row-major): [len(shas), tokens, hidden]."""
         batch = self.processor.image_processor([self.images(s) for s in shas], return_tensors="pt")
         device = next(self.visual.parameters()).device
         out = self.visual(batch["pixel_values"].to(device), grid_thw=batch["image_grid_thw"].to(device)).pooler_output
-        return out.reshape(len(shas), -1)
+        return out.reshape(len(shas), -1, out.shape[-1])
 
-    def _logits(self, shas: Sequence[str]) -> tuple[Tensor, Tensor, Tensor]:
+    def _logits(self, shas: Sequence[str]) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """(colour [n, cells, C], kind [n, cells, K], background [n, B], position [n, cells, 2·grid] or None)."""
         v = self.vocab
-        out = self.head(self._features(shas))
+        tokens = self._tokens(shas)
+        if self.per_token:
+            out = self.head(tokens)
+            n_color, n_kind = len(v.colors), len(v.kinds)
+            return (out[..., :n_color], out[..., n_color:n_color + n_kind],
+                    self.background_head(tokens.mean(1)), out[..., n_color + n_kind:])
+        out = self.head(tokens.flatten(1))
         n_color, n_kind = v.cells * len(v.colors), v.cells * len(v.kinds)
         return (out[:, :n_color].reshape(len(shas), v.cells, len(v.colors)),
                 out[:, n_color:n_color + n_kind].reshape(len(shas), v.cells, len(v.kinds)),
-                out[:, n_color + n_kind:])
+                out[:, n_color + n_kind:], None)
 
     def loss(self, shas: Sequence[str]) -> Tensor:
-        """Cross-entropy of cell colours + cell kinds + background (each a mean), for ``shas``."""
+        """Cross-entropy of cell colours + cell kinds + background (each a mean), for ``shas``; with one
+        token per cell also of each token's row and column."""
         idx = torch.tensor([self.index[s] for s in shas])
-        colors, kinds, background = self._logits(shas)
+        colors, kinds, background, position = self._logits(shas)
         device = colors.device
         ce = torch.nn.functional.cross_entropy
-        return (ce(colors.flatten(0, 1), self.colors[idx].flatten().to(device))
+        loss = (ce(colors.flatten(0, 1), self.colors[idx].flatten().to(device))
                 + ce(kinds.flatten(0, 1), self.kinds[idx].flatten().to(device))
                 + ce(background, self.backgrounds[idx].to(device)))
+        if position is not None:
+            grid = self.vocab.grid_size
+            rows, cols = self.rows.repeat(len(shas)).to(device), self.cols.repeat(len(shas)).to(device)
+            loss = loss + ce(position[..., :grid].flatten(0, 1), rows) + ce(position[..., grid:].flatten(0, 1), cols)
+        return loss
 
     def step(self) -> float:
         """One AdamW step on a random batch of images (seeded); returns the loss.
@@ -185,8 +212,15 @@ class VisionPretrainer:
             return {}
         shas = sorted(known)
         targets = [v.targets(known[s]) for s in shas]
-        colors, kinds, background = self._logits(shas)
-        return {"color": float((colors.argmax(-1).cpu() == torch.tensor([t[0] for t in targets])).float().mean()),
+        colors, kinds, background, position = self._logits(shas)
+        extra = {}
+        if position is not None:  # tokens whose row and column are both read right
+            grid = v.grid_size
+            right = ((position[..., :grid].argmax(-1).cpu() == self.rows)
+                     & (position[..., grid:].argmax(-1).cpu() == self.cols))
+            extra["position"] = float(right.float().mean())
+        return {**extra,
+                "color": float((colors.argmax(-1).cpu() == torch.tensor([t[0] for t in targets])).float().mean()),
                 "kind": float((kinds.argmax(-1).cpu() == torch.tensor([t[1] for t in targets])).float().mean()),
                 "background": float((background.argmax(-1).cpu() == torch.tensor([t[2] for t in targets])).float().mean()),
                 "images": float(len(shas))}

@@ -66,7 +66,8 @@ class WorldConfig:
     """Parameters of the synthetic shapes editing world (params.yaml section ``world``)."""
 
     image_size: int = field(
-        default=56, metadata={"help": "Side in pixels of every rendered image (the tiny RRM sees 56x56)."}
+        default=56, metadata={"help": "Side in pixels of every rendered image. params.yaml: 84, so the tiny RRM's "
+                                      "14-px patches merged 2x2 make one image token per cell of the 3x3 grid."}
     )
     grid_size: int = field(
         default=3, metadata={"help": "Shapes sit on a grid_size x grid_size grid of named cells (2 or 3)."}
