@@ -163,8 +163,10 @@ def test_two_workers_take_the_one_process_steps(lake, tmp_path):
     assert one["steps"] == two["steps"] == 6
     a, b = weights(tmp_path / "one" / "model"), weights(tmp_path / "two" / "model")
     assert a.keys() == b.keys()
-    for k in a:  # half-batch gradients without the sum would be ~1e-3 away after six Adam steps
-        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5)
+    # Half-batch gradients without the sum would be ~1e-3 away after six Adam steps; summing the shares
+    # in another order (vision pre-training, then SFT) moves a few weights by ~2e-5.
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=5e-5)
     assert valid_checkpoints(tmp_path / "two") == ["step-00000003", "step-00000006"]
     assert not list((tmp_path / "two").glob(".rendezvous-*"))
 
