@@ -18,8 +18,6 @@ Exits non-zero when a check fails. Without CUDA it measures the CPU alone (no ra
 from __future__ import annotations
 
 import argparse
-import copy
-import dataclasses
 import json
 import os
 import sys
@@ -33,12 +31,11 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 import torch
 
-from editr1.config import load_params
+from editr1.config import config_from_dict, load_params
 from editr1.demo import run_demo
 from editr1.evaluation.rrm_eval import score_pairs
 from editr1.training.gcpo import GCPOConfig, run_gcpo
 from editr1.training.sft import SFTConfig, SFTTrainer, _base_model
-from editr1.config import config_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 MID = {"tiny_text_hidden": 512, "tiny_text_layers": 8, "tiny_text_heads": 8, "tiny_text_kv_heads": 4,
@@ -51,7 +48,7 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def sft_config(storage: Path, device: str, batch: int, **overrides) -> SFTConfig:
+def sft_config(device: str, batch: int, **overrides) -> SFTConfig:
     section = dict(load_params(ROOT / "params.yaml")["sft"])
     section.update(workers=1, threads=1, device=device, batch_size=batch, eval_pairs=0, eval_every=0,
                    checkpoint_every=0, log_every=0, max_seconds=0, max_steps=10 ** 6, warmup_steps=2)
@@ -67,8 +64,8 @@ def trainer(storage: Path, out: Path, cfg: SFTConfig) -> SFTTrainer:
 
 
 def parity(storage: Path, work: Path) -> dict:
-    cpu = trainer(storage, work / "parity-cpu", sft_config(storage, "cpu", 16))
-    gpu = trainer(storage, work / "parity-cuda", sft_config(storage, "cuda", 16))
+    cpu = trainer(storage, work / "parity-cpu", sft_config("cpu", 16))
+    gpu = trainer(storage, work / "parity-cuda", sft_config("cuda", 16))
     batches = [cpu.next_batches() for _ in range(3)]
     cpu_losses = [cpu.train_step(b) for b in batches]
     gpu_losses = [gpu.train_step(b) for b in batches]
@@ -77,7 +74,7 @@ def parity(storage: Path, work: Path) -> dict:
 
 
 def steps_per_second(storage: Path, work: Path, device: str, batch: int, seconds: float, **spec) -> dict:
-    t = trainer(storage, work / f"speed-{device}-{len(spec)}", sft_config(storage, device, batch, **spec))
+    t = trainer(storage, work / f"speed-{device}-{len(spec)}", sft_config(device, batch, **spec))
     for _ in range(2):
         t.train_step(t.next_batches())
     sync(device)
@@ -93,7 +90,7 @@ def steps_per_second(storage: Path, work: Path, device: str, batch: int, seconds
 
 
 def scoring_speed(storage: Path, work: Path, device: str, pairs: int) -> dict:
-    t = trainer(storage, work / f"score-{device}", sft_config(storage, device, 16, eval_pairs=pairs))
+    t = trainer(storage, work / f"score-{device}", sft_config(device, 16, eval_pairs=pairs))
     for _ in range(20):  # a few steps so the judgements have some structure
         t.train_step(t.next_batches())
     t.model.eval()
@@ -162,19 +159,18 @@ def main() -> int:
                         **MID)
             section(f"scoring_{device}", scoring_speed, storage, work, device, 32)
         # A tiny SFT model to start GCPO from (a few hundred steps: it writes parseable judgements).
-        t = trainer(storage, work / "sft-base", sft_config(storage, devices[-1], 32))
+        t = trainer(storage, work / "sft-base", sft_config(devices[-1], 32))
         for _ in range(150):
             t.train_step(t.next_batches())
         t.finish()
         for device in devices:
             section(f"gcpo_step_{device}", gcpo_speed, storage, work, device, work / "sft-base/model", args.gcpo_steps)
     if "cuda" in devices:
-        for name in ("sft_step_tiny",):
-            cpu, gpu = results.get(f"{name}_cpu", {}), results.get(f"{name}_cuda", {})
-            if "steps_per_s" in cpu and "steps_per_s" in gpu:
-                results[f"{name}_ratio"] = gpu["steps_per_s"] / cpu["steps_per_s"]
-                print(f"{name}: cuda {gpu['steps_per_s']:.2f} steps/s vs cpu {cpu['steps_per_s']:.2f}: "
-                      f"{results[f'{name}_ratio']:.1f}x")
+        cpu, gpu = results.get("sft_step_tiny_cpu", {}), results.get("sft_step_tiny_cuda", {})
+        if "steps_per_s" in cpu and "steps_per_s" in gpu:
+            results["sft_step_tiny_ratio"] = gpu["steps_per_s"] / cpu["steps_per_s"]
+            print(f"sft step (tiny): cuda {gpu['steps_per_s']:.2f} steps/s vs cpu {cpu['steps_per_s']:.2f}: "
+                  f"{results['sft_step_tiny_ratio']:.1f}x")
         cpu, gpu = results.get("scoring_cpu", {}), results.get("scoring_cuda", {})
         if "judgements_per_s" in cpu and "judgements_per_s" in gpu:
             print(f"scoring: cuda {gpu['judgements_per_s']:.1f} judgements/s vs cpu {cpu['judgements_per_s']:.1f}: "

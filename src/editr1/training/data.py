@@ -116,15 +116,19 @@ def target_ids(processor: RRMProcessor, target: str) -> list[int]:
     return processor.tokenizer(target + IM_END, add_special_tokens=False)["input_ids"]
 
 
-def description_tokens(processor: RRMProcessor, target: str) -> int:
-    """How many of ``target_ids(processor, target)`` hold the target's first line (up to and with the
-    token that holds its newline): the description a judgement opens with. 0 for a one-line target."""
+def target_ids_with_description(processor: RRMProcessor, target: str) -> tuple[list[int], int]:
+    """`target_ids` and how many of them hold the target's first line (up to and with the token that
+    holds its newline: the description a judgement opens with; 0 for a one-line target), in one pass."""
+    encoded = processor.tokenizer(target + IM_END, add_special_tokens=False, return_offsets_mapping=True)
     end = target.find("\n")
-    if end < 0:
-        return 0
-    offsets = processor.tokenizer(target + IM_END, add_special_tokens=False,
-                                  return_offsets_mapping=True)["offset_mapping"]
-    return sum(1 for start, _ in offsets if start <= end)
+    n = 0 if end < 0 else sum(1 for start, _ in encoded["offset_mapping"] if start <= end)
+    return encoded["input_ids"], n
+
+
+def description_tokens(processor: RRMProcessor, target: str) -> int:
+    """How many of ``target_ids(processor, target)`` hold the target's first line (see
+    `target_ids_with_description`)."""
+    return target_ids_with_description(processor, target)[1]
 
 
 def encode_sft_batch(processor: RRMProcessor, examples: Sequence[SFTExample],
@@ -149,15 +153,18 @@ def encode_sft_batch(processor: RRMProcessor, examples: Sequence[SFTExample],
         keep = prompts["attention_mask"][i].bool()
         prompt_ids = prompts["input_ids"][i][keep]
         prompt_types = prompts["mm_token_type_ids"][i][keep]
-        completion = torch.tensor(target_ids(processor, ex.target), dtype=prompt_ids.dtype)
+        weighted = description_weight != 1.0 and ex.kind == "judge"
+        target, n_description = (target_ids_with_description(processor, ex.target) if weighted
+                                 else (target_ids(processor, ex.target), 0))
+        completion = torch.tensor(target, dtype=prompt_ids.dtype)
         ids = torch.cat([prompt_ids, completion])
         types = torch.cat([prompt_types, torch.zeros_like(completion)])
         is_target = torch.cat([torch.zeros_like(prompt_ids, dtype=torch.bool),
                                torch.ones_like(completion, dtype=torch.bool)])
-        weight = torch.ones(len(ids))
-        if description_weight != 1.0 and ex.kind == "judge":
-            n = description_tokens(processor, ex.target)
-            weight[len(prompt_ids):len(prompt_ids) + n] = description_weight
+        weight = None
+        if description_weight != 1.0:
+            weight = torch.ones(len(ids))
+            weight[len(prompt_ids):len(prompt_ids) + n_description] = description_weight
         rows.append((ids, types, is_target, weight))
     length = max(len(ids) for ids, _, _, _ in rows)
     batch_size = len(rows)
@@ -165,15 +172,16 @@ def encode_sft_batch(processor: RRMProcessor, examples: Sequence[SFTExample],
     attention_mask = torch.zeros((batch_size, length), dtype=torch.long)
     token_types = torch.zeros((batch_size, length), dtype=prompts["mm_token_type_ids"].dtype)
     target_mask = torch.zeros((batch_size, length), dtype=torch.bool)
-    weights = torch.zeros((batch_size, length))
+    weights = torch.zeros((batch_size, length)) if description_weight != 1.0 else None
     for i, (ids, types, is_target, weight) in enumerate(rows):
         n = len(ids)
         input_ids[i, :n] = ids
         attention_mask[i, :n] = 1
         token_types[i, :n] = types
         target_mask[i, :n] = is_target
-        weights[i, :n] = weight
-    extra = {"loss_weights": weights} if description_weight != 1.0 else {}
+        if weights is not None:
+            weights[i, :n] = weight
+    extra = {"loss_weights": weights} if weights is not None else {}
     return BatchFeature({**extra,
         "input_ids": input_ids,
         "attention_mask": attention_mask,

@@ -78,12 +78,10 @@ def sft_token_loss(logits: Tensor, labels: Tensor, weights: Tensor | None = None
     n_targets = int(supervised.sum())
     if n_targets == 0:
         raise ValueError("no supervised token in the batch: every shifted label is -100")
-    if weights is None:
-        total = F.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
-                                ignore_index=IGNORE_INDEX, reduction="sum")
-        return total / n_targets
     per_token = F.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
-                                ignore_index=IGNORE_INDEX, reduction="none")
+                                ignore_index=IGNORE_INDEX, reduction="none")  # 0 where there is no label
+    if weights is None:
+        return per_token.sum() / n_targets
     w = weights[:, 1:].reshape(-1).to(per_token.device, torch.float32) * supervised.reshape(-1)
     return (per_token * w).sum() / w.sum()
 

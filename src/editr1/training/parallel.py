@@ -79,6 +79,18 @@ def all_reduce_sum(tensors: Iterable[torch.Tensor]) -> None:
         offset += t.numel()
 
 
+def all_reduce_gradients(params: Iterable[torch.nn.Parameter], extra: Sequence[torch.Tensor] = ()) -> None:
+    """Sum the gradients of ``params`` (and the ``extra`` tensors) over all ranks, in place. A parameter
+    this rank's batch did not reach gets a zero gradient first, so it still takes part in the sum."""
+    if world_size() == 1:
+        return
+    params = list(params)
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    all_reduce_sum([p.grad for p in params] + list(extra))
+
+
 def broadcast(values: Sequence[float]) -> list[float]:
     """Rank 0's values, on every rank."""
     if world_size() == 1:

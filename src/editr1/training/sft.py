@@ -334,11 +334,7 @@ class SFTTrainer:
             loss = sft_token_loss(logits, labels, w) * (count / float(total))
             loss.backward()
             loss_value += float(loss.detach())
-        if parallel.world_size() > 1:
-            for p in trainable:
-                if p.grad is None:  # a parameter this rank's batch did not reach still takes part in the sum
-                    p.grad = torch.zeros_like(p)
-        parallel.all_reduce_sum([p.grad for p in trainable] + [loss_value])
+        parallel.all_reduce_gradients(trainable, [loss_value])
         if self.cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(trainable, self.cfg.grad_clip)
         self.optimizer.step()

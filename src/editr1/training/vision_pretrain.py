@@ -192,11 +192,7 @@ class VisionPretrainer:
             loss = self.loss([self.shas[i] for i in mine]) * (len(mine) / len(picks))
             loss.backward()
             loss_value += float(loss.detach())
-        if parallel.world_size() > 1:
-            for p in params:
-                if p.grad is None:
-                    p.grad = torch.zeros_like(p)
-            parallel.all_reduce_sum([p.grad for p in params] + [loss_value])
+        parallel.all_reduce_gradients(params, [loss_value])
         self.optimizer.step()
         return float(loss_value)
 
