@@ -75,6 +75,31 @@ def test_two_steps_change_the_parameters(lake, tmp_path, freeze_vision):
     assert trainer.model.training
 
 
+def test_caption_warmup_steps_train_on_captions_only(lake, tmp_path):
+    trajectories, principles = stage_args(lake)
+    cfg = dataclasses.replace(FAST, caption_warmup_steps=2, checkpoint_every=0)
+    trainer = SFTTrainer(cfg, lake, trajectories, principles, tmp_path / "run")
+    trainer.setup(resume=False)
+    judge_order = trainer.sampler.state_dict()
+    for _ in range(2):
+        (batch,) = trainer.next_batches()  # the caption micro-batch alone
+        assert batch["input_ids"].shape[0] == cfg.caption_batch_size
+        assert "Questions:" not in trainer.processor.tokenizer.decode(batch["input_ids"][0])
+        trainer.train_step([batch])
+        trainer.step += 1
+    assert trainer.sampler.state_dict() == judge_order  # no judge example was drawn
+    forced = trainer.teacher_forced()
+    parts = ("description", "check", "json", "score")  # and check_no when a val check says no
+    assert {"val_loss", *(f"val_{p}_acc" for p in parts)} <= set(forced) <= {"val_loss", "val_check_no_acc",
+                                                                             *(f"val_{p}_acc" for p in parts)}
+    assert forced["val_loss"] > 0 and all(0.0 <= v <= 1.0 for k, v in forced.items() if k != "val_loss")
+    judge, caption = trainer.next_batches()
+    assert "Questions:" in trainer.processor.tokenizer.decode(judge["input_ids"][0])
+    assert judge["input_ids"].shape[1] > caption["input_ids"].shape[1]
+    with pytest.raises(ValueError, match="caption_warmup_steps"):
+        dataclasses.replace(FAST, caption_batch_size=0, caption_warmup_steps=2)
+
+
 SCRIPT = """
 import json, sys
 from pathlib import Path
@@ -106,7 +131,7 @@ def valid_checkpoints(run: Path) -> list[str]:
 def test_resume_after_sigkill_gives_the_uninterrupted_weights(lake, tmp_path, workers):
     # Steps slow enough (batch 8) that the kill lands mid-run, after the first checkpoint. With two
     # workers the kill hits rank 0; the other rank loses its peer and exits.
-    cfg = dataclasses.replace(FAST, batch_size=8, workers=workers)
+    cfg = dataclasses.replace(FAST, batch_size=8, workers=workers, caption_warmup_steps=2, verdict_weight=3.0)
     reference = tmp_path / "uninterrupted"
     finish(sft_process(lake, reference, cfg))
 

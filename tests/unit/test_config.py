@@ -69,3 +69,14 @@ def test_a_profile_overrides_only_its_keys():
 def test_a_bad_profile_is_a_clear_error(profiles, match):
     with pytest.raises(ValueError, match=match):
         apply_profile({"sft": {}, PROFILES: profiles}, "long")
+
+
+def test_the_control_continues_sft_on_judgements_from_its_first_step():
+    from editr1.training.rrm_pipeline import control_config
+    from editr1.training.sft import SFTConfig
+
+    sft = SFTConfig(caption_batch_size=4, caption_warmup_steps=300, warmup_steps=40, workers=2, eval_every=50)
+    control = control_config(sft, 90.0)
+    assert (control.caption_warmup_steps, control.warmup_steps, control.workers, control.eval_every) == (0, 0, 1, 0)
+    assert (control.max_seconds, control.max_steps) == (90.0, 0)
+    assert (control.verdict_weight, control.caption_batch_size, control.lr) == (sft.verdict_weight, 4, sft.lr)

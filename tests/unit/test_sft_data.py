@@ -26,6 +26,13 @@ from editr1.training.data import (
     encode_sft_batch,
     model_inputs,
     target_ids,
+    PART_CHECK,
+    PART_DESCRIPTION,
+    PART_JSON,
+    PART_SCORE,
+    target_part_ids,
+    target_parts,
+    target_weights,
     token_counts,
 )
 from editr1.training.losses import IGNORE_INDEX, sft_token_loss
@@ -151,3 +158,40 @@ def test_description_weight_falls_on_the_first_line_of_each_judgement(rrm):
         w = packed_loss_weights(batch)
         weighted, plain_loss = sft_token_loss(logits, labels, w), sft_token_loss(logits, labels)
     assert w.shape == labels.shape and not torch.isclose(weighted, plain_loss)
+
+
+JUDGEMENT = ("source: red circle left. edited: red circle left.\n"
+             "1. circle colour: red. no\n"
+             "2) vs source: same - no\n"
+             "3. noise: none. yes\n"
+             "[{\"question\": \"Is the circle now blue?\", \"score\": 0}]\n"
+             "{\"average_score\": 0.33}\n<score>2</score>")
+
+
+def test_target_parts_find_the_description_and_each_verdict():
+    parts = target_parts(JUDGEMENT)
+    text = {part: [JUDGEMENT[a:b] for a, b in spans] for part, spans in parts.items()}
+    assert text[PART_DESCRIPTION] == ["source: red circle left. edited: red circle left.\n"]
+    # The check lines' last words, in two of the teacher's phrasings; the JSON list's 0|1; the score.
+    assert text[PART_CHECK] == ["no", "no", "yes"] and text[PART_JSON] == ["0"] and text[PART_SCORE] == ["2"]
+    assert parts[PART_CHECK][0][0] == JUDGEMENT.index("red. no") + len("red. ")
+    assert parts[PART_JSON][0][0] == JUDGEMENT.index('"score": 0') + len('"score": ')
+    assert target_parts("<score>7.5</score>")[PART_SCORE] == [(7, 10)]
+    assert not any(target_parts("a plain caption").values())
+
+
+def test_verdict_weight_falls_on_the_tokens_that_hold_a_verdict(rrm):
+    _, processor = rrm
+    ids, weights = target_weights(processor, JUDGEMENT, description_weight=2.0, verdict_weight=5.0)
+    assert ids == target_ids(processor, JUDGEMENT) and len(weights) == len(ids)
+    heavy = [processor.tokenizer.decode([i]) for i, w in zip(ids, weights) if w == 5.0]
+    assert len(heavy) == 5 and [t.strip().split()[-1] for t in heavy[:3]] == ["no", "no", "yes"]
+    assert [t.strip() for t in heavy[3:]] == ["0", "2"]
+    ids_again, parts = target_part_ids(processor, JUDGEMENT)
+    assert ids_again == ids and [p for p in parts if p >= PART_CHECK] == [PART_CHECK] * 3 + [PART_JSON, PART_SCORE]
+    n = description_tokens(processor, JUDGEMENT)
+    assert weights[:n] == [2.0] * n and set(weights[n:]) == {1.0, 5.0}
+    # In a batch: the same weights on the supervised tokens; verdict weighting alone switches weights on.
+    batch = encode_sft_batch(processor, [SFTExample(EXAMPLES[0].quad, JUDGEMENT)], verdict_weight=5.0)
+    supervised = batch["labels"][0] != IGNORE_INDEX
+    assert batch["loss_weights"][0][supervised].tolist() == [5.0 if w == 5.0 else 1.0 for w in weights]

@@ -20,6 +20,7 @@ a padded batch equals the per-example losses).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -116,31 +117,82 @@ def target_ids(processor: RRMProcessor, target: str) -> list[int]:
     return processor.tokenizer(target + IM_END, add_special_tokens=False)["input_ids"]
 
 
-def target_ids_with_description(processor: RRMProcessor, target: str) -> tuple[list[int], int]:
-    """`target_ids` and how many of them hold the target's first line (up to and with the token that
-    holds its newline: the description a judgement opens with; 0 for a one-line target), in one pass."""
-    encoded = processor.tokenizer(target + IM_END, add_special_tokens=False, return_offsets_mapping=True)
+# A check line of a judgement's reasoning ends in its verdict: "3. blend: none. yes".
+_VERDICT = re.compile(r"\b(yes|no)\W*$")
+_JSON_VERDICT = re.compile(r'"score":\s*([01])\b')
+_SCORE = re.compile(r"<score>([^<]*)</score>")
+
+# What a target token holds (`target_part_ids`), in increasing order of precedence.
+PART_OTHER, PART_DESCRIPTION, PART_CHECK, PART_JSON, PART_SCORE = range(5)
+Span = tuple[int, int]
+
+
+def target_parts(target: str) -> dict[int, list[Span]]:
+    """Character spans of a judgement's parts, by part: PART_DESCRIPTION, its first line with the
+    newline (none for a one-line target); PART_CHECK, the yes/no that ends each check line (the
+    lines after the description, up to the JSON list); PART_JSON, each 0|1 ``"score"`` of the JSON
+    list; PART_SCORE, the final score (between the last ``<score>`` and ``</score>``)."""
+    parts: dict[int, list[Span]] = {PART_DESCRIPTION: [], PART_CHECK: [], PART_JSON: [], PART_SCORE: []}
     end = target.find("\n")
-    n = 0 if end < 0 else sum(1 for start, _ in encoded["offset_mapping"] if start <= end)
-    return encoded["input_ids"], n
+    if end >= 0:
+        parts[PART_DESCRIPTION].append((0, end + 1))
+        start = end + 1
+        for line in target[start:].split("\n"):
+            if line.lstrip().startswith(("[", "{", "<")):
+                parts[PART_JSON] = [(start + m.start(1), start + m.end(1))
+                                    for m in _JSON_VERDICT.finditer(target[start:])]
+                break
+            match = _VERDICT.search(line)
+            if match:
+                parts[PART_CHECK].append((start + match.start(1), start + match.end(1)))
+            start += len(line) + 1
+    scores = list(_SCORE.finditer(target))
+    if scores:
+        parts[PART_SCORE].append((scores[-1].start(1), scores[-1].end(1)))
+    return parts
+
+
+def target_part_ids(processor: RRMProcessor, target: str) -> tuple[list[int], list[int]]:
+    """`target_ids` and, per id, the part of the judgement it holds (`target_parts`; PART_OTHER
+    elsewhere; a token over two parts gets the later one). Tokenised once, with offsets."""
+    encoded = processor.tokenizer(target + IM_END, add_special_tokens=False, return_offsets_mapping=True)
+    spans = target_parts(target)
+    parts = []
+    for start, end in encoded["offset_mapping"]:
+        held = [part for part, part_spans in spans.items()
+                if any(start < s_end and end > s_start for s_start, s_end in part_spans)]
+        parts.append(max(held, default=PART_OTHER))
+    return encoded["input_ids"], parts
+
+
+def target_weights(processor: RRMProcessor, target: str, description_weight: float = 1.0,
+                   verdict_weight: float = 1.0) -> tuple[list[int], list[float]]:
+    """`target_ids` and a loss weight per id: ``description_weight`` on the description line,
+    ``verdict_weight`` on the verdicts — the checks' yes/no, the JSON list's 0|1 and the final
+    score (`target_part_ids`) — and 1 elsewhere."""
+    ids, parts = target_part_ids(processor, target)
+    weight = {PART_OTHER: 1.0, PART_DESCRIPTION: description_weight, PART_CHECK: verdict_weight,
+              PART_JSON: verdict_weight, PART_SCORE: verdict_weight}
+    return ids, [weight[p] for p in parts]
 
 
 def description_tokens(processor: RRMProcessor, target: str) -> int:
-    """How many of ``target_ids(processor, target)`` hold the target's first line (see
-    `target_ids_with_description`)."""
-    return target_ids_with_description(processor, target)[1]
+    """How many of ``target_ids(processor, target)`` hold the target's first line (the description a
+    judgement opens with, up to and with the token that holds its newline; 0 for a one-line target)."""
+    return target_part_ids(processor, target)[1].count(PART_DESCRIPTION)
 
 
 def encode_sft_batch(processor: RRMProcessor, examples: Sequence[SFTExample],
-                     description_weight: float = 1.0) -> BatchFeature:
+                     description_weight: float = 1.0, verdict_weight: float = 1.0) -> BatchFeature:
     """Right-padded training inputs for ``examples``.
 
     Returns ``input_ids``, ``attention_mask``, ``mm_token_type_ids``, ``labels`` (B, L) — labels
     aligned with input_ids (not shifted), -100 outside the targets — and ``pixel_values``
     (n_patches, C*T*P*P), ``image_grid_thw`` (2B, 3): source then edited image of each example.
     Padding uses ``<|endoftext|>`` with attention 0, token type 0 and label -100.
-    With ``description_weight`` != 1 also ``loss_weights`` (B, L) for `sft_token_loss`: that weight
-    on the opening description line of each judgement (`description_tokens`), 1 on its other tokens.
+    With ``description_weight`` or ``verdict_weight`` != 1 also ``loss_weights`` (B, L) for
+    `sft_token_loss`: those weights on the description line and the check verdicts of each judgement
+    (`target_weights`), 1 on the other target tokens (caption targets are not weighted).
     """
     if not examples:
         raise ValueError("no examples to encode")
@@ -148,23 +200,23 @@ def encode_sft_batch(processor: RRMProcessor, examples: Sequence[SFTExample],
     # The processor expands each image placeholder into its image tokens; its left padding is undone below.
     prompts = encode_batch(processor, [prompt_messages(ex) for ex in examples], [[q.source, q.edited] for q in quads])
     pad_id = processor.tokenizer.convert_tokens_to_ids(ENDOFTEXT)
+    weighted = description_weight != 1.0 or verdict_weight != 1.0
     rows = []
     for i, ex in enumerate(examples):
         keep = prompts["attention_mask"][i].bool()
         prompt_ids = prompts["input_ids"][i][keep]
         prompt_types = prompts["mm_token_type_ids"][i][keep]
-        weighted = description_weight != 1.0 and ex.kind == "judge"
-        target, n_description = (target_ids_with_description(processor, ex.target) if weighted
-                                 else (target_ids(processor, ex.target), 0))
+        if ex.kind == "judge" and weighted:
+            target, target_w = target_weights(processor, ex.target, description_weight, verdict_weight)
+        else:
+            target = target_ids(processor, ex.target)
+            target_w = [1.0] * len(target)
         completion = torch.tensor(target, dtype=prompt_ids.dtype)
         ids = torch.cat([prompt_ids, completion])
         types = torch.cat([prompt_types, torch.zeros_like(completion)])
         is_target = torch.cat([torch.zeros_like(prompt_ids, dtype=torch.bool),
                                torch.ones_like(completion, dtype=torch.bool)])
-        weight = None
-        if description_weight != 1.0:
-            weight = torch.ones(len(ids))
-            weight[len(prompt_ids):len(prompt_ids) + n_description] = description_weight
+        weight = torch.cat([torch.ones(len(prompt_ids)), torch.tensor(target_w)]) if weighted else None
         rows.append((ids, types, is_target, weight))
     length = max(len(ids) for ids, _, _, _ in rows)
     batch_size = len(rows)
@@ -172,7 +224,7 @@ def encode_sft_batch(processor: RRMProcessor, examples: Sequence[SFTExample],
     attention_mask = torch.zeros((batch_size, length), dtype=torch.long)
     token_types = torch.zeros((batch_size, length), dtype=prompts["mm_token_type_ids"].dtype)
     target_mask = torch.zeros((batch_size, length), dtype=torch.bool)
-    weights = torch.zeros((batch_size, length)) if description_weight != 1.0 else None
+    weights = torch.zeros((batch_size, length)) if weighted else None
     for i, (ids, types, is_target, weight) in enumerate(rows):
         n = len(ids)
         input_ids[i, :n] = ids

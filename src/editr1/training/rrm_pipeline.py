@@ -35,9 +35,11 @@ from editr1.training.sft import SFTConfig, run_sft
 
 def control_config(sft: SFTConfig, seconds: float, steps: int = 0) -> SFTConfig:
     """SFT continued from the SFT model for the same compute as GCPO: a wall-clock budget (or a
-    step count), no intermediate evaluation, warm-up skipped (the model is already trained), one
-    process (GCPO holds the other core)."""
-    return replace(sft, max_seconds=seconds, max_steps=steps, eval_every=0, warmup_steps=0, workers=1)
+    step count), no intermediate evaluation, lr warm-up and caption warm-up skipped (the model is
+    already trained: caption-only steps would spend the control's budget off its task), one process
+    (GCPO holds the other core)."""
+    return replace(sft, max_seconds=seconds, max_steps=steps, eval_every=0, warmup_steps=0, caption_warmup_steps=0,
+                   workers=1)
 
 
 def _control(cfg: SFTConfig, storage: Path, trajectories: Path, principles: Path, out: Path, init: Path) -> dict:

@@ -24,6 +24,7 @@ import functools
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,13 +52,27 @@ from editr1.training.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from editr1.training.data import caption_examples, encode_sft_batch, model_inputs, sft_examples, token_counts
+from editr1.training.data import (
+    PART_CHECK,
+    PART_DESCRIPTION,
+    PART_JSON,
+    PART_SCORE,
+    caption_examples,
+    encode_sft_batch,
+    model_inputs,
+    sft_examples,
+    target_part_ids,
+    token_counts,
+)
 from editr1.training.losses import IGNORE_INDEX, sft_token_loss
 from editr1.training.sft_config import RUN_FIELDS, SFTConfig, lr_factor
 from editr1.training.vision_pretrain import VisionPretrainer, world_scenes
 from editr1.world.truth import WorldTruth
 
 log = logging.getLogger(__name__)
+
+_SAYS_NO = re.compile(r"\bno\W*$")
+
 
 def packed_target_logits(model: torch.nn.Module, batch: BatchFeature) -> tuple[Tensor, Tensor]:
     """Logits at the supervised positions only, packed for `sft_token_loss`.
@@ -300,11 +315,14 @@ class SFTTrainer:
 
     def next_batches(self) -> list[BatchFeature]:
         """The micro-batches of the next optimizer step (advances the samplers): ``grad_accum`` judge
-        batches, then a caption batch when ``caption_batch_size`` > 0."""
+        batches (none in the first ``caption_warmup_steps`` steps), then a caption batch when
+        ``caption_batch_size`` > 0."""
+        cfg = self.cfg
+        judging = self.step >= cfg.caption_warmup_steps
         batches = [encode_sft_batch(self.processor,
                                     [self.train_examples[i] for i in parallel.shard(self.sampler.next_batch())],
-                                    description_weight=self.cfg.description_weight)
-                   for _ in range(self.cfg.grad_accum)]
+                                    description_weight=cfg.description_weight, verdict_weight=cfg.verdict_weight)
+                   for _ in range(cfg.grad_accum if judging else 0)]
         if self.caption_sampler is not None:
             captions = [self.caption_examples[i] for i in parallel.shard(self.caption_sampler.next_batch())]
             batches.append(encode_sft_batch(self.processor, captions))
@@ -315,7 +333,7 @@ class SFTTrainer:
 
         The loss is token-weighted over all micro-batches together (each micro-batch's mean loss is
         weighted by its share of the supervised tokens — of their loss weights, with
-        ``description_weight``), so accumulation equals one big batch; with ``workers`` > 1 the shares
+        ``description_weight`` and ``verdict_weight``), so accumulation equals one big batch; with ``workers`` > 1 the shares
         are of all ranks' tokens and the gradients are summed over ranks.
         """
         batches = [batch] if isinstance(batch, BatchFeature) else list(batch)
@@ -374,18 +392,44 @@ class SFTTrainer:
     # ------------------------------------------------------------------ evaluation
 
     @torch.no_grad()
-    def val_loss(self) -> float | None:
-        """Token-weighted loss over the val trajectories (None without any)."""
+    def teacher_forced(self) -> dict[str, float]:
+        """On the val trajectories, teacher-forced: ``val_loss`` (token-weighted) and the share of
+        target tokens predicted exactly (argmax) per part of the judgement — ``val_description_acc``,
+        ``val_check_acc`` (the checks' yes/no), ``val_check_no_acc`` (those that say no: most say
+        yes, so a model that answers yes to all scores well on the first and 0 here),
+        ``val_json_acc`` (the JSON list's 0|1) and ``val_score_acc`` (the final score). Empty
+        without val trajectories."""
         if not self.val_examples:
-            return None
+            return {}
         total, count = 0.0, 0
+        names = {PART_DESCRIPTION: "description", PART_CHECK: "check", PART_JSON: "json", PART_SCORE: "score"}
+        right: dict[str, list[int]] = {k: [0, 0] for k in (*names.values(), "check_no")}
+        tokenizer = self.processor.tokenizer
         for start in range(0, len(self.val_examples), self.cfg.batch_size):
-            batch = encode_sft_batch(self.processor, self.val_examples[start:start + self.cfg.batch_size])
+            examples = self.val_examples[start:start + self.cfg.batch_size]
+            batch = encode_sft_batch(self.processor, examples)
             logits, labels = packed_target_logits(self.model, batch)
             n = int((labels != IGNORE_INDEX).sum())
             total += float(sft_token_loss(logits, labels)) * n
             count += n
-        return total / count
+            # Packed: the targets of the examples one after another, each predicted one position earlier.
+            hits = (logits[0, :-1].argmax(-1) == labels[0, 1:]).tolist()
+            ids, parts = [], []
+            for ex in examples:
+                ex_ids, ex_parts = target_part_ids(self.processor, ex.target)
+                ids += ex_ids
+                parts += ex_parts
+            for token, part, hit in zip(ids, parts, hits, strict=True):
+                if part in names:
+                    right[names[part]][0] += hit
+                    right[names[part]][1] += 1
+                    # The token that holds a check's verdict ends that line: "…: none. no\n".
+                    if part == PART_CHECK and _SAYS_NO.search(tokenizer.decode([token]).split("\n")[0]):
+                        right["check_no"][0] += hit
+                        right["check_no"][1] += 1
+        out = {"val_loss": total / count}
+        out.update({f"val_{k}_acc": hit / n for k, (hit, n) in right.items() if n})
+        return out
 
     def evaluate(self) -> dict[str, Any]:
         """Val loss, and (with eval_pairs) parse rate and pairwise accuracy of both readouts; model left in train mode."""
@@ -395,7 +439,7 @@ class SFTTrainer:
             entry: dict[str, Any] = {
                 "step": self.step, "train_seconds": round(self.train_seconds, 3),
                 "train_loss": self._loss_sum / self._loss_steps if self._loss_steps else None,
-                "val_loss": self.val_loss(),
+                **self.teacher_forced(),
             }
             self._loss_sum, self._loss_steps = 0.0, 0
             if self.val_pairs:

@@ -85,6 +85,17 @@ class SFTConfig:
         metadata={"help": "Loss weight of the description line a judgement opens with (its perception part) "
                           "relative to the judgement's other tokens. The rest of a judgement follows from that "
                           "line, so under teacher forcing it carries almost all the reason to read the images."})
+    verdict_weight: float = field(
+        default=1.0,
+        metadata={"help": "Loss weight of a judgement's verdicts, relative to its other tokens: the yes/no that "
+                          "ends each check line of the reasoning, and the final <score>. They are a few tokens "
+                          "of a long text, most checks say 'yes': at weight 1 a tiny model learns to answer "
+                          "yes to every check (README: why SFT stayed at chance)."})
+    caption_warmup_steps: int = field(
+        default=0,
+        metadata={"help": "The first optimizer steps train on caption examples only (caption_batch_size per step; "
+                          "short sequences, so fast): the model learns to describe the images before it learns "
+                          "to judge from its descriptions. Needs caption_batch_size > 0."})
     grad_accum: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
     grad_clip: float = field(default=1.0, metadata={"help": "Max global gradient norm (0 = no clipping)."})
     max_steps: int = field(default=3000, metadata={"help": "Optimizer steps (0 = no step limit)."})
@@ -124,6 +135,11 @@ class SFTConfig:
             raise ValueError("sft: set max_steps or max_seconds (both 0 would never stop)")
         if not self.description_weight > 0:
             raise ValueError(f"sft.description_weight must be > 0, got {self.description_weight}")
+        if not self.verdict_weight > 0:
+            raise ValueError(f"sft.verdict_weight must be > 0, got {self.verdict_weight}")
+        if self.caption_warmup_steps < 0 or (self.caption_warmup_steps and not self.caption_batch_size):
+            raise ValueError("sft.caption_warmup_steps must be >= 0 and needs caption_batch_size > 0, got "
+                             f"{self.caption_warmup_steps} with caption_batch_size {self.caption_batch_size}")
         if self.batch_size < 1 or self.grad_accum < 1 or self.threads < 1:
             raise ValueError("sft.batch_size, grad_accum and threads must be >= 1")
         if not 1 <= self.workers <= self.batch_size or (self.caption_batch_size and self.caption_batch_size < self.workers):
