@@ -191,7 +191,7 @@ def encode_sft_batch(processor: RRMProcessor, examples: Sequence[SFTExample],
     (n_patches, C*T*P*P), ``image_grid_thw`` (2B, 3): source then edited image of each example.
     Padding uses ``<|endoftext|>`` with attention 0, token type 0 and label -100.
     With ``description_weight`` or ``verdict_weight`` != 1 also ``loss_weights`` (B, L) for
-    `sft_token_loss`: those weights on the description line and the check verdicts of each judgement
+    `sft_token_loss`: those weights on the description line and the verdicts of each judgement
     (`target_weights`), 1 on the other target tokens (caption targets are not weighted).
     """
     if not examples:

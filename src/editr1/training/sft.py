@@ -72,6 +72,7 @@ from editr1.world.truth import WorldTruth
 log = logging.getLogger(__name__)
 
 _SAYS_NO = re.compile(r"\bno\W*$")
+_PART_NAMES = {PART_DESCRIPTION: "description", PART_CHECK: "check", PART_JSON: "json", PART_SCORE: "score"}
 
 
 def packed_target_logits(model: torch.nn.Module, batch: BatchFeature) -> tuple[Tensor, Tensor]:
@@ -391,6 +392,20 @@ class SFTTrainer:
 
     # ------------------------------------------------------------------ evaluation
 
+    @functools.cached_property
+    def _val_marks(self) -> list[list[tuple[str | None, bool]]]:
+        """Per val trajectory, per target token: the name of the judgement part it holds (None for
+        the rest) and whether it is a check verdict that says no. Tokenised once per run."""
+        decode = self.processor.tokenizer.decode
+        out = []
+        for ex in self.val_examples:
+            ids, parts = target_part_ids(self.processor, ex.target)
+            # The token that holds a check's verdict ends that line: "…: none. no\n".
+            out.append([(_PART_NAMES.get(part),
+                         part == PART_CHECK and bool(_SAYS_NO.search(decode([token]).split("\n")[0])))
+                        for token, part in zip(ids, parts)])
+        return out
+
     @torch.no_grad()
     def teacher_forced(self) -> dict[str, float]:
         """On the val trajectories, teacher-forced: ``val_loss`` (token-weighted) and the share of
@@ -402,31 +417,23 @@ class SFTTrainer:
         if not self.val_examples:
             return {}
         total, count = 0.0, 0
-        names = {PART_DESCRIPTION: "description", PART_CHECK: "check", PART_JSON: "json", PART_SCORE: "score"}
-        right: dict[str, list[int]] = {k: [0, 0] for k in (*names.values(), "check_no")}
-        tokenizer = self.processor.tokenizer
+        right: dict[str, list[int]] = {k: [0, 0] for k in (*_PART_NAMES.values(), "check_no")}
         for start in range(0, len(self.val_examples), self.cfg.batch_size):
-            examples = self.val_examples[start:start + self.cfg.batch_size]
-            batch = encode_sft_batch(self.processor, examples)
+            batch = encode_sft_batch(self.processor, self.val_examples[start:start + self.cfg.batch_size])
             logits, labels = packed_target_logits(self.model, batch)
             n = int((labels != IGNORE_INDEX).sum())
             total += float(sft_token_loss(logits, labels)) * n
             count += n
             # Packed: the targets of the examples one after another, each predicted one position earlier.
             hits = (logits[0, :-1].argmax(-1) == labels[0, 1:]).tolist()
-            ids, parts = [], []
-            for ex in examples:
-                ex_ids, ex_parts = target_part_ids(self.processor, ex.target)
-                ids += ex_ids
-                parts += ex_parts
-            for token, part, hit in zip(ids, parts, hits, strict=True):
-                if part in names:
-                    right[names[part]][0] += hit
-                    right[names[part]][1] += 1
-                    # The token that holds a check's verdict ends that line: "…: none. no\n".
-                    if part == PART_CHECK and _SAYS_NO.search(tokenizer.decode([token]).split("\n")[0]):
-                        right["check_no"][0] += hit
-                        right["check_no"][1] += 1
+            marks = [m for ex_marks in self._val_marks[start:start + self.cfg.batch_size] for m in ex_marks]
+            for (name, says_no), hit in zip(marks, hits, strict=True):
+                if name is not None:
+                    right[name][0] += hit
+                    right[name][1] += 1
+                if says_no:
+                    right["check_no"][0] += hit
+                    right["check_no"][1] += 1
         out = {"val_loss": total / count}
         out.update({f"val_{k}_acc": hit / n for k, (hit, n) in right.items() if n})
         return out

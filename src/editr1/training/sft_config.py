@@ -88,7 +88,8 @@ class SFTConfig:
     verdict_weight: float = field(
         default=1.0,
         metadata={"help": "Loss weight of a judgement's verdicts, relative to its other tokens: the yes/no that "
-                          "ends each check line of the reasoning, and the final <score>. They are a few tokens "
+                          "ends each check line of the reasoning, each 0|1 of the JSON list and the final "
+                          "<score> (editr1.training.data.target_parts). They are a few tokens "
                           "of a long text, most checks say 'yes': at weight 1 a tiny model learns to answer "
                           "yes to every check (README: why SFT stayed at chance)."})
     caption_warmup_steps: int = field(
