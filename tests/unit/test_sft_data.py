@@ -14,7 +14,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from editr1.models import TinyRRMSpec, tiny_rrm
-from editr1.models.tokenizer import IM_END
+from editr1.models.tokenizer import IM_END, vision_token_ids
 from editr1.rrm.corpus import rrm_corpus
 from editr1.rrm.items import Context, Quadruple
 from editr1.rrm.principles import Principle
@@ -25,6 +25,8 @@ from editr1.training.data import (
     description_tokens,
     encode_sft_batch,
     model_inputs,
+    reasoning_end,
+    self_feed_mask,
     target_ids,
     PART_CHECK,
     PART_DESCRIPTION,
@@ -36,7 +38,7 @@ from editr1.training.data import (
     token_counts,
 )
 from editr1.training.losses import IGNORE_INDEX, sft_token_loss
-from editr1.training.sft import packed_loss_weights, packed_target_logits
+from editr1.training.sft import packed_loss_weights, packed_target_logits, self_fed
 
 torch.set_num_threads(1)
 
@@ -195,3 +197,38 @@ def test_verdict_weight_falls_on_the_tokens_that_hold_a_verdict(rrm):
     batch = encode_sft_batch(processor, [SFTExample(EXAMPLES[0].quad, JUDGEMENT)], verdict_weight=5.0)
     supervised = batch["labels"][0] != IGNORE_INDEX
     assert batch["loss_weights"][0][supervised].tolist() == [5.0 if w == 5.0 else 1.0 for w in weights]
+
+
+def test_self_feed_mask_marks_the_reasoning_but_not_its_verdicts(rrm):
+    _, processor = rrm
+    ids = target_ids(processor, JUDGEMENT)
+    mask = self_feed_mask(processor, JUDGEMENT)
+    assert len(mask) == len(ids) and reasoning_end(JUDGEMENT) == JUDGEMENT.index("[")
+    fed = processor.tokenizer.decode([i for i, m in zip(ids, mask) if m])
+    kept = processor.tokenizer.decode([i for i, m in zip(ids, mask) if not m])
+    assert fed.startswith("source: red circle left") and "noise: none" in fed
+    assert "question" not in fed and "score" not in fed and "yes" not in fed
+    words = kept.split()  # the check lines' verdicts stay the teacher's, then the JSON list
+    assert words[:2] == ["no", "no"] and words[2].startswith("yes") and kept.endswith("</score>" + IM_END)
+    assert reasoning_end("a plain caption") == 0 and not any(self_feed_mask(processor, "a plain caption"))
+    batch = encode_sft_batch(processor, [SFTExample(EXAMPLES[0].quad, JUDGEMENT), EXAMPLES[1]], self_feed=True)
+    row = batch["self_feed_mask"][0]
+    assert int(row.sum()) == sum(mask) and bool((batch["labels"][0][row] != IGNORE_INDEX).all())
+    assert "self_feed_mask" not in encode_sft_batch(processor, EXAMPLES)
+
+
+def test_self_fed_replaces_only_marked_inputs_with_the_models_own_tokens(rrm):
+    model, processor = rrm
+    batch = encode_sft_batch(processor, [SFTExample(EXAMPLES[i].quad, JUDGEMENT) for i in range(2)], self_feed=True)
+    banned = sorted(set(vision_token_ids(processor.tokenizer)) | set(processor.tokenizer.all_special_ids))
+    assert self_fed(model, batch, 0.0, torch.Generator().manual_seed(0), banned) is batch
+    fed = self_fed(model, batch, 1.0, torch.Generator().manual_seed(0), banned)
+    changed = fed["input_ids"] != batch["input_ids"]
+    assert bool(changed.any()) and not bool((changed & ~batch["self_feed_mask"]).any())
+    assert torch.equal(fed["labels"], batch["labels"]) and torch.equal(fed["pixel_values"], batch["pixel_values"])
+    assert not set(fed["input_ids"][batch["self_feed_mask"]].tolist()) & set(banned)
+    again = self_fed(model, batch, 1.0, torch.Generator().manual_seed(0), banned)
+    assert torch.equal(again["input_ids"], fed["input_ids"])  # the generator decides every draw
+    # The untrained model's draws are its own predictions: a forward on them still runs and gives a loss.
+    logits, labels = packed_target_logits(model, fed)
+    assert torch.isfinite(sft_token_loss(logits, labels))

@@ -165,6 +165,31 @@ def target_part_ids(processor: RRMProcessor, target: str) -> tuple[list[int], li
     return encoded["input_ids"], parts
 
 
+def reasoning_end(target: str) -> int:
+    """Where a judgement's reasoning (its description line and check lines) ends: the start of the
+    first line after the description that opens with ``[``, ``{`` or ``<`` (the JSON list), else
+    ``len(target)``; 0 for a one-line target (a caption has no reasoning to feed back)."""
+    end = target.find("\n")
+    if end < 0:
+        return 0
+    start = end + 1
+    for line in target[start:].split("\n"):
+        if line.lstrip().startswith(("[", "{", "<")):
+            return start
+        start += len(line) + 1
+    return len(target)
+
+
+def self_feed_mask(processor: RRMProcessor, target: str) -> list[bool]:
+    """Per `target_ids` id: True for a token of the reasoning (`reasoning_end`) that is not a
+    verdict — the words `SFTConfig.self_feed` may replace by the model's own predictions."""
+    encoded = processor.tokenizer(target + IM_END, add_special_tokens=False, return_offsets_mapping=True)
+    end = reasoning_end(target)
+    verdicts = target_parts(target)[PART_CHECK]
+    return [stop <= end and not any(start < v_end and stop > v_start for v_start, v_end in verdicts)
+            for start, stop in encoded["offset_mapping"]]
+
+
 def target_weights(processor: RRMProcessor, target: str, description_weight: float = 1.0,
                    verdict_weight: float = 1.0) -> tuple[list[int], list[float]]:
     """`target_ids` and a loss weight per id: ``description_weight`` on the description line,
@@ -183,7 +208,8 @@ def description_tokens(processor: RRMProcessor, target: str) -> int:
 
 
 def encode_sft_batch(processor: RRMProcessor, examples: Sequence[SFTExample],
-                     description_weight: float = 1.0, verdict_weight: float = 1.0) -> BatchFeature:
+                     description_weight: float = 1.0, verdict_weight: float = 1.0,
+                     self_feed: bool = False) -> BatchFeature:
     """Right-padded training inputs for ``examples``.
 
     Returns ``input_ids``, ``attention_mask``, ``mm_token_type_ids``, ``labels`` (B, L) — labels
@@ -193,6 +219,8 @@ def encode_sft_batch(processor: RRMProcessor, examples: Sequence[SFTExample],
     With ``description_weight`` or ``verdict_weight`` != 1 also ``loss_weights`` (B, L) for
     `sft_token_loss`: those weights on the description line and the verdicts of each judgement
     (`target_weights`), 1 on the other target tokens (caption targets are not weighted).
+    With ``self_feed`` also ``self_feed_mask`` (B, L) bool: the judgement tokens `self_feed_mask`
+    marks (never a prompt, caption or padding token).
     """
     if not examples:
         raise ValueError("no examples to encode")
@@ -217,23 +245,29 @@ def encode_sft_batch(processor: RRMProcessor, examples: Sequence[SFTExample],
         is_target = torch.cat([torch.zeros_like(prompt_ids, dtype=torch.bool),
                                torch.ones_like(completion, dtype=torch.bool)])
         weight = torch.cat([torch.ones(len(prompt_ids)), torch.tensor(target_w)]) if weighted else None
-        rows.append((ids, types, is_target, weight))
-    length = max(len(ids) for ids, _, _, _ in rows)
+        feed = self_feed_mask(processor, ex.target) if self_feed and ex.kind == "judge" else [False] * len(target)
+        feedable = torch.cat([torch.zeros(len(prompt_ids), dtype=torch.bool), torch.tensor(feed, dtype=torch.bool)])
+        rows.append((ids, types, is_target, weight, feedable))
+    length = max(len(row[0]) for row in rows)
     batch_size = len(rows)
     input_ids = torch.full((batch_size, length), pad_id, dtype=rows[0][0].dtype)
     attention_mask = torch.zeros((batch_size, length), dtype=torch.long)
     token_types = torch.zeros((batch_size, length), dtype=prompts["mm_token_type_ids"].dtype)
     target_mask = torch.zeros((batch_size, length), dtype=torch.bool)
     weights = torch.zeros((batch_size, length)) if weighted else None
-    for i, (ids, types, is_target, weight) in enumerate(rows):
+    feed_mask = torch.zeros((batch_size, length), dtype=torch.bool)
+    for i, (ids, types, is_target, weight, feedable) in enumerate(rows):
         n = len(ids)
         input_ids[i, :n] = ids
         attention_mask[i, :n] = 1
         token_types[i, :n] = types
         target_mask[i, :n] = is_target
+        feed_mask[i, :n] = feedable
         if weights is not None:
             weights[i, :n] = weight
     extra = {"loss_weights": weights} if weights is not None else {}
+    if self_feed:
+        extra["self_feed_mask"] = feed_mask
     return BatchFeature({**extra,
         "input_ids": input_ids,
         "attention_mask": attention_mask,

@@ -41,7 +41,7 @@ from editr1.lake.images import ImageLoader
 from editr1.lake.objects import open_object_store
 from editr1.models.processor import RRMProcessor, build_processor
 from editr1.models.rrm import build_tiny_rrm, load_rrm, save_rrm
-from editr1.models.tokenizer import train_tokenizer
+from editr1.models.tokenizer import train_tokenizer, vision_token_ids
 from editr1.rrm.corpus import content_words, train_phrase_tokenizer, trajectory_corpus
 from editr1.training import parallel
 from editr1.training.checkpoint import (
@@ -102,6 +102,31 @@ def packed_loss_weights(batch: BatchFeature) -> Tensor | None:
     predicts = batch["labels"][:, 1:] != IGNORE_INDEX
     weights = batch["loss_weights"][:, 1:][predicts]
     return torch.cat([weights.new_zeros(1), weights])[None]
+
+
+@torch.no_grad()
+def self_fed(model: torch.nn.Module, batch: BatchFeature, prob: float, generator: torch.Generator,
+             banned: Sequence[int] = ()) -> BatchFeature:
+    """Scheduled sampling, parallel form: ``batch`` with each ``self_feed_mask`` token replaced, with
+    probability ``prob``, by a token sampled (temperature 1) from the model's prediction at that
+    position given the teacher's tokens before it; ``labels`` and everything else unchanged. The
+    ``banned`` ids (vision placeholders, special tokens) are never drawn. One no-grad forward;
+    ``generator`` (CPU) draws both the positions and the tokens."""
+    mask = batch["self_feed_mask"]
+    pick = mask & (torch.rand(mask.shape, generator=generator) < prob)
+    if not bool(pick.any()):
+        return batch
+    base = _base_model(model)
+    device = next(model.parameters()).device
+    rows, cols = pick.nonzero(as_tuple=True)  # a target token: cols >= 1, and hidden state cols - 1 predicts it
+    hidden = base.model(**model_inputs(batch, device), use_cache=False).last_hidden_state
+    logits = base.get_output_embeddings()(hidden[rows.to(device), (cols - 1).to(device)]).float().cpu()
+    if banned:
+        logits[:, list(banned)] = float("-inf")
+    drawn = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator).squeeze(1)
+    input_ids = batch["input_ids"].clone()
+    input_ids[rows, cols] = drawn.to(input_ids.dtype)
+    return BatchFeature({**batch, "input_ids": input_ids})
 
 
 def _base_model(model: torch.nn.Module) -> Qwen2_5_VLForConditionalGeneration:
@@ -322,8 +347,15 @@ class SFTTrainer:
         judging = self.step >= cfg.caption_warmup_steps
         batches = [encode_sft_batch(self.processor,
                                     [self.train_examples[i] for i in parallel.shard(self.sampler.next_batch())],
-                                    description_weight=cfg.description_weight, verdict_weight=cfg.verdict_weight)
+                                    description_weight=cfg.description_weight, verdict_weight=cfg.verdict_weight,
+                                    self_feed=cfg.self_feed > 0)
                    for _ in range(cfg.grad_accum if judging else 0)]
+        if cfg.self_feed > 0 and batches:
+            # Seeded by step and rank, so a resumed run draws the same tokens.
+            generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step * 101 + parallel.rank())
+            tokenizer = self.processor.tokenizer
+            banned = sorted(set(vision_token_ids(tokenizer)) | set(tokenizer.all_special_ids))
+            batches = [self_fed(self.model, b, cfg.self_feed, generator, banned) for b in batches]
         if self.caption_sampler is not None:
             captions = [self.caption_examples[i] for i in parallel.shard(self.caption_sampler.next_batch())]
             batches.append(encode_sft_batch(self.processor, captions))

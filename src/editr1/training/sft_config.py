@@ -92,6 +92,14 @@ class SFTConfig:
                           "<score> (editr1.training.data.target_parts). They are a few tokens "
                           "of a long text, most checks say 'yes': at weight 1 a tiny model learns to answer "
                           "yes to every check (README: why SFT stayed at chance)."})
+    self_feed: float = field(
+        default=0.0,
+        metadata={"help": "Scheduled sampling in its parallel form: the probability that each token of a "
+                          "judgement's reasoning (description and check lines, not their yes/no) is fed to the "
+                          "model as a token sampled from the model's own prediction there (one extra no-grad "
+                          "forward per judgement batch) instead of the teacher's. The labels stay the teacher's, "
+                          "so the checks and the score learn to hold when the reasoning before them is the model's "
+                          "own, as in generation. 0 = plain teacher forcing."})
     caption_warmup_steps: int = field(
         default=0,
         metadata={"help": "The first optimizer steps train on caption examples only (caption_batch_size per step; "
@@ -136,6 +144,8 @@ class SFTConfig:
             raise ValueError("sft: set max_steps or max_seconds (both 0 would never stop)")
         if not self.description_weight > 0:
             raise ValueError(f"sft.description_weight must be > 0, got {self.description_weight}")
+        if not 0.0 <= self.self_feed <= 1.0:
+            raise ValueError(f"sft.self_feed must be in [0, 1], got {self.self_feed}")
         if not self.verdict_weight > 0:
             raise ValueError(f"sft.verdict_weight must be > 0, got {self.verdict_weight}")
         if self.caption_warmup_steps < 0 or (self.caption_warmup_steps and not self.caption_batch_size):
