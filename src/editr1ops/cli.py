@@ -337,7 +337,7 @@ def eval_rrm(model: Annotated[list[str], typer.Option("--model", help="NAME=URI 
             models[name] = resolve_model_uri(uri, root)
         report = run_rrm_eval(cfg, root, models, root / "rrm" / "principles.parquet", store,
                               out or root / "reports" / "rrm", judge)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:
         fail(str(err))
     if as_json:
         print_json(report)
@@ -345,6 +345,39 @@ def eval_rrm(model: Annotated[list[str], typer.Option("--model", help="NAME=URI 
         from editr1.evaluation.report import markdown
 
         sys.stdout.write(markdown(report))
+
+
+@eval_app.command("prefix")
+def eval_prefix(model: ModelOpt,
+                split: Annotated[str, typer.Option(help="Split whose pairs and teacher trajectories to use.")] = "val",
+                pairs: Annotated[int, typer.Option(help="Non-tie pairs to judge (each image three times).")] = 128,
+                storage: StorageOpt = None, params: ParamsOpt = Path("params.yaml"), as_json: JsonFlag = False) -> None:
+    """Where judgements go wrong: accuracy free-running vs with the teacher's description / reasoning forced."""
+    from editr1.config import CurateConfig
+    from editr1.evaluation.prefix import prefix_report
+    from editr1.lake.images import ImageLoader
+    from editr1.lake.objects import open_object_store
+    from editr1.models import load_rrm
+    from editr1ops.registry import resolve_model_uri
+
+    root = storage_root(storage)
+    curate_cfg = load_config(CurateConfig, "curate", params)
+    try:
+        store = open_object_store(curate_cfg.object_store, root, curate_cfg.s3_endpoint_url or None)
+        rrm, processor = load_rrm(resolve_model_uri(model, root))
+        report = prefix_report(rrm, processor, root, ImageLoader(store), split=split, max_pairs=pairs)
+    except (ValueError, OSError) as err:
+        fail(str(err))
+    if as_json:
+        print_json(report)
+        return
+    table = Table(title=f"{report['pairs']} non-tie {split} pairs ({report['pairs_without_trajectory']} without "
+                        "teacher trajectories left out)")
+    for column in ("teacher text forced", "accuracy (expected, no ties)", "lines as the teacher's"):
+        table.add_column(column)
+    for mode, row in report["modes"].items():
+        table.add_row(mode, f"{100 * row['acc_no_ties']:.1f}%", f"{100 * row['line_agreement']:.0f}%")
+    console.print(table)
 
 
 @rrm_app.command("promote")

@@ -125,4 +125,6 @@ def resolve_model_uri(uri: str, storage: Path | None = None) -> str:
         model, processor = tiny_rrm(world_corpus(), workdir)
         save_rrm(model, processor, workdir / "model")
         return str(workdir / "model")
+    if uri.startswith(("/", "./", "../", "~")) and not Path(uri).expanduser().exists():
+        raise FileNotFoundError(f"no model folder at {uri}")  # a path, not a hub id: say so, not 'bad repo id'
     return uri

@@ -60,3 +60,10 @@ def test_champion_uri_loads(registry):
     original, _ = load_rrm(storage / "model")
     for (name, a), (_, b) in zip(model.state_dict().items(), original.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+def test_a_missing_model_folder_is_named_as_such(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no model folder at"):
+        resolve_model_uri(str(tmp_path / "nope"))
+    assert resolve_model_uri("Qwen/Qwen2.5-VL-3B-Instruct") == "Qwen/Qwen2.5-VL-3B-Instruct"  # a hub id passes
+    assert resolve_model_uri(str(tmp_path)) == str(tmp_path)

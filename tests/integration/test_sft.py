@@ -211,3 +211,50 @@ def test_a_script_without_a_main_guard_fails_fast_instead_of_hanging(lake, tmp_p
                           capture_output=True, text=True, timeout=180)
     assert proc.returncode != 0
     assert "__main__" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_prefix_report_forces_the_teachers_text_and_scores_what_follows(lake, tmp_path):
+    from editr1.coldstart import load_trajectories
+    from editr1.evaluation.prefix import MODES, append_text, judge_with_prefix, prefix_report, teacher_prefix
+    from editr1.lake.images import ImageLoader
+    from editr1.lake.objects import open_object_store
+    from editr1.models import tiny_rrm
+    from editr1.rrm.scoring import encode_quadruples
+    from editr1.training.data import quadruple_of, reasoning_end
+
+    rows = [r for r in load_trajectories(lake / "rrm" / "trajectories.parquet") if r["split"] == "val"][:3]
+    torch.manual_seed(0)
+    model, processor = tiny_rrm([r["text"] for r in rows], tmp_path / "tok")
+    images = ImageLoader(open_object_store("", lake))
+    target = rows[0]["text"]
+    assert teacher_prefix(target, "none") == ""
+    assert teacher_prefix(target, "description") == target.split("\n")[0] + "\n"
+    assert teacher_prefix(target, "reasoning") == target[:reasoning_end(target)]
+    assert teacher_prefix(target, "reasoning").rstrip().split("\n")[-1].endswith(("yes", "no"))  # the last check line
+
+    # Appending: each row ends with its text's ids, re-padded on the left; an empty text changes nothing.
+    batch = encode_quadruples(processor, [quadruple_of(r, images) for r in rows[:2]])
+    texts = ["", teacher_prefix(target, "description")]
+    grown = append_text(processor, batch, texts)
+    extra = processor.tokenizer(texts[1], add_special_tokens=False)["input_ids"]
+    assert grown["input_ids"][1, -len(extra):].tolist() == extra
+    for i, added in enumerate((0, len(extra))):
+        old = batch["input_ids"][i][batch["attention_mask"][i].bool()].tolist()
+        new = grown["input_ids"][i][grown["attention_mask"][i].bool()].tolist()
+        assert new[:len(old)] == old and len(new) == len(old) + added
+        assert grown["attention_mask"][i, -1] == 1  # left padding: every row ends at the last column
+    assert torch.equal(grown["pixel_values"], batch["pixel_values"])
+
+    judged = judge_with_prefix(model, processor, rows, images, "reasoning", batch_size=2, max_new_tokens=4)
+    assert [text.startswith(teacher_prefix(r["text"], "reasoning")) for (text, _), r in zip(judged, rows)] == [True] * 3
+
+    report = prefix_report(model, processor, lake, images, split="val", max_pairs=3, max_new_tokens=4)
+    assert report["pairs"] == 3 and set(report["modes"]) == set(MODES)
+    for mode, row in report["modes"].items():
+        assert row["acc_no_ties"] == 0.0  # four new tokens reach no <score>: missing scores are wrong
+        assert 0.0 <= row["line_agreement"] <= 1.0 and row["per_kind"]
+    # the forced lines are the teacher's own: more of them agree the more is forced
+    agreement = [report["modes"][m]["line_agreement"] for m in MODES]
+    assert agreement[0] < agreement[1] < agreement[2]
+    with pytest.raises(ValueError, match="mode must be one of"):
+        prefix_report(model, processor, lake, images, modes=["checks"])
