@@ -89,9 +89,9 @@ def test_caption_warmup_steps_train_on_captions_only(lake, tmp_path):
         trainer.step += 1
     assert trainer.sampler.state_dict() == judge_order  # no judge example was drawn
     forced = trainer.teacher_forced()
-    parts = ("description", "check", "json", "score")  # and check_no when a val check says no
-    assert {"val_loss", *(f"val_{p}_acc" for p in parts)} <= set(forced) <= {"val_loss", "val_check_no_acc",
-                                                                             *(f"val_{p}_acc" for p in parts)}
+    parts = ("description", "finding", "check", "json", "score")  # and *_no when a val check says no
+    assert {"val_loss", *(f"val_{p}_acc" for p in parts)} <= set(forced) <= {
+        "val_loss", "val_check_no_acc", "val_finding_no_acc", *(f"val_{p}_acc" for p in parts)}
     assert forced["val_loss"] > 0 and all(0.0 <= v <= 1.0 for k, v in forced.items() if k != "val_loss")
     judge, caption = trainer.next_batches()
     assert "Questions:" in trainer.processor.tokenizer.decode(judge["input_ids"][0])

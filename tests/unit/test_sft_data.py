@@ -29,6 +29,7 @@ from editr1.training.data import (
     self_feed_mask,
     target_ids,
     PART_CHECK,
+    PART_FINDING,
     PART_DESCRIPTION,
     PART_JSON,
     PART_SCORE,
@@ -177,6 +178,8 @@ def test_target_parts_find_the_description_and_each_verdict():
     # The check lines' last words, in two of the teacher's phrasings; the JSON list's 0|1; the score.
     assert text[PART_CHECK] == ["no", "no", "yes"] and text[PART_JSON] == ["0"] and text[PART_SCORE] == ["2"]
     assert parts[PART_CHECK][0][0] == JUDGEMENT.index("red. no") + len("red. ")
+    # What each check line found: between its first ": " and its verdict.
+    assert text[PART_FINDING] == ["red. ", "same - ", "none. "]
     assert parts[PART_JSON][0][0] == JUDGEMENT.index('"score": 0') + len('"score": ')
     assert target_parts("<score>7.5</score>")[PART_SCORE] == [(7, 10)]
     assert not any(target_parts("a plain caption").values())
@@ -193,6 +196,12 @@ def test_verdict_weight_falls_on_the_tokens_that_hold_a_verdict(rrm):
     assert ids_again == ids and [p for p in parts if p >= PART_CHECK] == [PART_CHECK] * 3 + [PART_JSON, PART_SCORE]
     n = description_tokens(processor, JUDGEMENT)
     assert weights[:n] == [2.0] * n and set(weights[n:]) == {1.0, 5.0}
+    # The findings get their own weight; a token over a finding and its verdict counts as the verdict.
+    _, with_findings = target_weights(processor, JUDGEMENT, verdict_weight=5.0, finding_weight=3.0)
+    found = processor.tokenizer.decode([i for i, w in zip(ids, with_findings) if w == 3.0])
+    assert "red" in found and "same" in found and "none" in found and "circle" not in found and "yes" not in found
+    assert [w for w in with_findings if w != 3.0 and w != 1.0] == [5.0] * 5
+    assert PART_FINDING in parts
     # In a batch: the same weights on the supervised tokens; verdict weighting alone switches weights on.
     batch = encode_sft_batch(processor, [SFTExample(EXAMPLES[0].quad, JUDGEMENT)], verdict_weight=5.0)
     supervised = batch["labels"][0] != IGNORE_INDEX

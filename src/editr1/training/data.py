@@ -123,16 +123,19 @@ _JSON_VERDICT = re.compile(r'"score":\s*([01])\b')
 _SCORE = re.compile(r"<score>([^<]*)</score>")
 
 # What a target token holds (`target_part_ids`), in increasing order of precedence.
-PART_OTHER, PART_DESCRIPTION, PART_CHECK, PART_JSON, PART_SCORE = range(5)
+PART_OTHER, PART_DESCRIPTION, PART_FINDING, PART_CHECK, PART_JSON, PART_SCORE = range(6)
 Span = tuple[int, int]
 
 
 def target_parts(target: str) -> dict[int, list[Span]]:
     """Character spans of a judgement's parts, by part: PART_DESCRIPTION, its first line with the
     newline (none for a one-line target); PART_CHECK, the yes/no that ends each check line (the
-    lines after the description, up to the JSON list); PART_JSON, each 0|1 ``"score"`` of the JSON
-    list; PART_SCORE, the final score (between the last ``<score>`` and ``</score>``)."""
-    parts: dict[int, list[Span]] = {PART_DESCRIPTION: [], PART_CHECK: [], PART_JSON: [], PART_SCORE: []}
+    lines after the description, up to the JSON list); PART_FINDING, what a check line found — the
+    text between its first ``": "`` and its verdict ("blurry. " in "9. blur: blurry. no"); PART_JSON,
+    each 0|1 ``"score"`` of the JSON list; PART_SCORE, the final score (between the last ``<score>``
+    and ``</score>``)."""
+    parts: dict[int, list[Span]] = {PART_DESCRIPTION: [], PART_FINDING: [], PART_CHECK: [], PART_JSON: [],
+                                    PART_SCORE: []}
     end = target.find("\n")
     if end >= 0:
         parts[PART_DESCRIPTION].append((0, end + 1))
@@ -145,6 +148,9 @@ def target_parts(target: str) -> dict[int, list[Span]]:
             match = _VERDICT.search(line)
             if match:
                 parts[PART_CHECK].append((start + match.start(1), start + match.end(1)))
+                colon = line.find(": ")
+                if 0 <= colon and colon + 2 < match.start(1):
+                    parts[PART_FINDING].append((start + colon + 2, start + match.start(1)))
             start += len(line) + 1
     scores = list(_SCORE.finditer(target))
     if scores:
@@ -191,13 +197,13 @@ def self_feed_mask(processor: RRMProcessor, target: str) -> list[bool]:
 
 
 def target_weights(processor: RRMProcessor, target: str, description_weight: float = 1.0,
-                   verdict_weight: float = 1.0) -> tuple[list[int], list[float]]:
+                   verdict_weight: float = 1.0, finding_weight: float = 1.0) -> tuple[list[int], list[float]]:
     """`target_ids` and a loss weight per id: ``description_weight`` on the description line,
-    ``verdict_weight`` on the verdicts — the checks' yes/no, the JSON list's 0|1 and the final
-    score (`target_part_ids`) — and 1 elsewhere."""
+    ``finding_weight`` on the check lines' findings, ``verdict_weight`` on the verdicts — the checks'
+    yes/no, the JSON list's 0|1 and the final score (`target_part_ids`) — and 1 elsewhere."""
     ids, parts = target_part_ids(processor, target)
-    weight = {PART_OTHER: 1.0, PART_DESCRIPTION: description_weight, PART_CHECK: verdict_weight,
-              PART_JSON: verdict_weight, PART_SCORE: verdict_weight}
+    weight = {PART_OTHER: 1.0, PART_DESCRIPTION: description_weight, PART_FINDING: finding_weight,
+              PART_CHECK: verdict_weight, PART_JSON: verdict_weight, PART_SCORE: verdict_weight}
     return ids, [weight[p] for p in parts]
 
 
@@ -209,15 +215,16 @@ def description_tokens(processor: RRMProcessor, target: str) -> int:
 
 def encode_sft_batch(processor: RRMProcessor, examples: Sequence[SFTExample],
                      description_weight: float = 1.0, verdict_weight: float = 1.0,
-                     self_feed: bool = False) -> BatchFeature:
+                     self_feed: bool = False, finding_weight: float = 1.0) -> BatchFeature:
     """Right-padded training inputs for ``examples``.
 
     Returns ``input_ids``, ``attention_mask``, ``mm_token_type_ids``, ``labels`` (B, L) — labels
     aligned with input_ids (not shifted), -100 outside the targets — and ``pixel_values``
     (n_patches, C*T*P*P), ``image_grid_thw`` (2B, 3): source then edited image of each example.
     Padding uses ``<|endoftext|>`` with attention 0, token type 0 and label -100.
-    With ``description_weight`` or ``verdict_weight`` != 1 also ``loss_weights`` (B, L) for
-    `sft_token_loss`: those weights on the description line and the verdicts of each judgement
+    With ``description_weight``, ``verdict_weight`` or ``finding_weight`` != 1 also ``loss_weights``
+    (B, L) for `sft_token_loss`: those weights on the description line, the verdicts and the check
+    lines' findings of each judgement
     (`target_weights`), 1 on the other target tokens (caption targets are not weighted).
     With ``self_feed`` also ``self_feed_mask`` (B, L) bool: the judgement tokens `self_feed_mask`
     marks (never a prompt, caption or padding token).
@@ -228,14 +235,14 @@ def encode_sft_batch(processor: RRMProcessor, examples: Sequence[SFTExample],
     # The processor expands each image placeholder into its image tokens; its left padding is undone below.
     prompts = encode_batch(processor, [prompt_messages(ex) for ex in examples], [[q.source, q.edited] for q in quads])
     pad_id = processor.tokenizer.convert_tokens_to_ids(ENDOFTEXT)
-    weighted = description_weight != 1.0 or verdict_weight != 1.0
+    weighted = description_weight != 1.0 or verdict_weight != 1.0 or finding_weight != 1.0
     rows = []
     for i, ex in enumerate(examples):
         keep = prompts["attention_mask"][i].bool()
         prompt_ids = prompts["input_ids"][i][keep]
         prompt_types = prompts["mm_token_type_ids"][i][keep]
         if ex.kind == "judge" and weighted:
-            target, target_w = target_weights(processor, ex.target, description_weight, verdict_weight)
+            target, target_w = target_weights(processor, ex.target, description_weight, verdict_weight, finding_weight)
         else:
             target = target_ids(processor, ex.target)
             target_w = [1.0] * len(target)

@@ -41,7 +41,7 @@ from editr1.lake.images import ImageLoader
 from editr1.lake.objects import open_object_store
 from editr1.models.processor import RRMProcessor, build_processor
 from editr1.models.rrm import build_tiny_rrm, load_rrm, save_rrm
-from editr1.models.tokenizer import train_tokenizer, vision_token_ids
+from editr1.models.tokenizer import IM_END, train_tokenizer, vision_token_ids
 from editr1.rrm.corpus import content_words, train_phrase_tokenizer, trajectory_corpus
 from editr1.training import parallel
 from editr1.training.checkpoint import (
@@ -55,6 +55,7 @@ from editr1.training.checkpoint import (
 from editr1.training.data import (
     PART_CHECK,
     PART_DESCRIPTION,
+    PART_FINDING,
     PART_JSON,
     PART_SCORE,
     caption_examples,
@@ -72,7 +73,8 @@ from editr1.world.truth import WorldTruth
 log = logging.getLogger(__name__)
 
 _SAYS_NO = re.compile(r"\bno\W*$")
-_PART_NAMES = {PART_DESCRIPTION: "description", PART_CHECK: "check", PART_JSON: "json", PART_SCORE: "score"}
+_PART_NAMES = {PART_DESCRIPTION: "description", PART_FINDING: "finding", PART_CHECK: "check", PART_JSON: "json",
+               PART_SCORE: "score"}
 
 
 def packed_target_logits(model: torch.nn.Module, batch: BatchFeature) -> tuple[Tensor, Tensor]:
@@ -348,7 +350,7 @@ class SFTTrainer:
         batches = [encode_sft_batch(self.processor,
                                     [self.train_examples[i] for i in parallel.shard(self.sampler.next_batch())],
                                     description_weight=cfg.description_weight, verdict_weight=cfg.verdict_weight,
-                                    self_feed=cfg.self_feed > 0)
+                                    finding_weight=cfg.finding_weight, self_feed=cfg.self_feed > 0)
                    for _ in range(cfg.grad_accum if judging else 0)]
         if cfg.self_feed > 0 and batches:
             # Seeded by step and rank, so a resumed run draws the same tokens.
@@ -427,15 +429,19 @@ class SFTTrainer:
     @functools.cached_property
     def _val_marks(self) -> list[list[tuple[str | None, bool]]]:
         """Per val trajectory, per target token: the name of the judgement part it holds (None for
-        the rest) and whether it is a check verdict that says no. Tokenised once per run."""
-        decode = self.processor.tokenizer.decode
+        the rest) and whether it is a check verdict or finding of a check line that says no.
+        Tokenised once per run."""
         out = []
         for ex in self.val_examples:
-            ids, parts = target_part_ids(self.processor, ex.target)
-            # The token that holds a check's verdict ends that line: "…: none. no\n".
-            out.append([(_PART_NAMES.get(part),
-                         part == PART_CHECK and bool(_SAYS_NO.search(decode([token]).split("\n")[0])))
-                        for token, part in zip(ids, parts)])
+            _, parts = target_part_ids(self.processor, ex.target)
+            offsets = self.processor.tokenizer(ex.target + IM_END, add_special_tokens=False,
+                                               return_offsets_mapping=True)["offset_mapping"]
+            marks = []
+            for (start, _), part in zip(offsets, parts, strict=True):
+                line_end = ex.target.find("\n", start)
+                line = ex.target[ex.target.rfind("\n", 0, start) + 1: len(ex.target) if line_end < 0 else line_end]
+                marks.append((_PART_NAMES.get(part), part in (PART_CHECK, PART_FINDING) and bool(_SAYS_NO.search(line))))
+            out.append(marks)
         return out
 
     @torch.no_grad()
@@ -444,12 +450,14 @@ class SFTTrainer:
         target tokens predicted exactly (argmax) per part of the judgement — ``val_description_acc``,
         ``val_check_acc`` (the checks' yes/no), ``val_check_no_acc`` (those that say no: most say
         yes, so a model that answers yes to all scores well on the first and 0 here),
+        ``val_finding_acc`` / ``val_finding_no_acc`` (what the check lines found — all of them / of
+        the lines that say no: the words a generated check must get right before its verdict),
         ``val_json_acc`` (the JSON list's 0|1) and ``val_score_acc`` (the final score). Empty
         without val trajectories."""
         if not self.val_examples:
             return {}
         total, count = 0.0, 0
-        right: dict[str, list[int]] = {k: [0, 0] for k in (*_PART_NAMES.values(), "check_no")}
+        right: dict[str, list[int]] = {k: [0, 0] for k in (*_PART_NAMES.values(), "finding_no", "check_no")}
         for start in range(0, len(self.val_examples), self.cfg.batch_size):
             batch = encode_sft_batch(self.processor, self.val_examples[start:start + self.cfg.batch_size])
             logits, labels = packed_target_logits(self.model, batch)
@@ -464,8 +472,8 @@ class SFTTrainer:
                     right[name][0] += hit
                     right[name][1] += 1
                 if says_no:
-                    right["check_no"][0] += hit
-                    right["check_no"][1] += 1
+                    right[f"{name}_no"][0] += hit
+                    right[f"{name}_no"][1] += 1
         out = {"val_loss": total / count}
         out.update({f"val_{k}_acc": hit / n for k, (hit, n) in right.items() if n})
         return out

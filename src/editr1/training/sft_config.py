@@ -92,6 +92,14 @@ class SFTConfig:
                           "<score> (editr1.training.data.target_parts). They are a few tokens "
                           "of a long text, most checks say 'yes': at weight 1 a tiny model learns to answer "
                           "yes to every check (README: why SFT stayed at chance)."})
+    finding_weight: float = field(
+        default=1.0,
+        metadata={"help": "Loss weight of what each check line of a judgement found — the words between its "
+                          "': ' and its yes/no ('blurry.' in '9. blur: blurry. no'; "
+                          "editr1.training.data.target_parts). In generation the verdict follows from these words, "
+                          "and most say the check passed ('none.', 'same.'): a model that has not learned to read "
+                          "them off the description writes the common finding, then 'yes' "
+                          "(README: where judgements go wrong)."})
     self_feed: float = field(
         default=0.0,
         metadata={"help": "Scheduled sampling in its parallel form: the probability that each token of a "
@@ -144,6 +152,8 @@ class SFTConfig:
             raise ValueError("sft: set max_steps or max_seconds (both 0 would never stop)")
         if not self.description_weight > 0:
             raise ValueError(f"sft.description_weight must be > 0, got {self.description_weight}")
+        if not self.finding_weight > 0:
+            raise ValueError(f"sft.finding_weight must be > 0, got {self.finding_weight}")
         if not 0.0 <= self.self_feed <= 1.0:
             raise ValueError(f"sft.self_feed must be in [0, 1], got {self.self_feed}")
         if not self.verdict_weight > 0:
