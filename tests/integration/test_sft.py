@@ -215,7 +215,7 @@ def test_a_script_without_a_main_guard_fails_fast_instead_of_hanging(lake, tmp_p
 
 def test_prefix_report_forces_the_teachers_text_and_scores_what_follows(lake, tmp_path):
     from editr1.coldstart import load_trajectories
-    from editr1.evaluation.prefix import MODES, append_text, judge_with_prefix, prefix_report, teacher_prefix
+    from editr1.evaluation.prefix import MODES, append_ids, judge_with_prefix, prefix_ids, prefix_report, teacher_prefix
     from editr1.lake.images import ImageLoader
     from editr1.lake.objects import open_object_store
     from editr1.models import tiny_rrm
@@ -232,12 +232,18 @@ def test_prefix_report_forces_the_teachers_text_and_scores_what_follows(lake, tm
     assert teacher_prefix(target, "reasoning") == target[:reasoning_end(target)]
     assert teacher_prefix(target, "reasoning").rstrip().split("\n")[-1].endswith(("yes", "no"))  # the last check line
 
-    # Appending: each row ends with its text's ids, re-padded on the left; an empty text changes nothing.
+    # The forced tokens are the target's own, cut where a whole token ends within the prefix.
+    whole = processor.tokenizer(target, add_special_tokens=False)["input_ids"]
+    for mode in MODES:
+        ids, text = prefix_ids(processor, target, mode)
+        assert ids == whole[:len(ids)] and teacher_prefix(target, mode).startswith(text)
+        assert processor.tokenizer.decode(ids) == text
+    assert prefix_ids(processor, target, "none") == ([], "")
+    # Appending: each row ends with its ids, re-padded on the left; nothing appended changes nothing.
     batch = encode_quadruples(processor, [quadruple_of(r, images) for r in rows[:2]])
-    texts = ["", teacher_prefix(target, "description")]
-    grown = append_text(processor, batch, texts)
-    extra = processor.tokenizer(texts[1], add_special_tokens=False)["input_ids"]
-    assert grown["input_ids"][1, -len(extra):].tolist() == extra
+    extra = prefix_ids(processor, target, "description")[0]
+    grown = append_ids(processor, batch, [[], extra])
+    assert len(extra) > 5 and grown["input_ids"][1, -len(extra):].tolist() == extra
     for i, added in enumerate((0, len(extra))):
         old = batch["input_ids"][i][batch["attention_mask"][i].bool()].tolist()
         new = grown["input_ids"][i][grown["attention_mask"][i].bool()].tolist()
@@ -246,7 +252,8 @@ def test_prefix_report_forces_the_teachers_text_and_scores_what_follows(lake, tm
     assert torch.equal(grown["pixel_values"], batch["pixel_values"])
 
     judged = judge_with_prefix(model, processor, rows, images, "reasoning", batch_size=2, max_new_tokens=4)
-    assert [text.startswith(teacher_prefix(r["text"], "reasoning")) for (text, _), r in zip(judged, rows)] == [True] * 3
+    assert [text.startswith(prefix_ids(processor, r["text"], "reasoning")[1]) for (text, _), r in zip(judged, rows)] \
+        == [True] * 3
 
     report = prefix_report(model, processor, lake, images, split="val", max_pairs=3, max_new_tokens=4)
     assert report["pairs"] == 3 and set(report["modes"]) == set(MODES)

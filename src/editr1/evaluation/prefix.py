@@ -56,17 +56,30 @@ def teacher_prefix(target: str, mode: str) -> str:
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
 
 
-def append_text(processor: RRMProcessor, batch: BatchFeature, texts: Sequence[str]) -> BatchFeature:
-    """``batch`` (left-padded `encode_batch` inputs) with ``texts[i]`` tokenised and appended to row i,
-    re-padded on the left; the images are untouched. An empty text appends nothing."""
+def prefix_ids(processor: RRMProcessor, target: str, mode: str) -> tuple[list[int], str]:
+    """The teacher's tokens that ``mode`` forces, and their text: the longest run of ``target``'s own
+    tokens (`target_ids`, tokenised whole as in SFT) that ends within `teacher_prefix`. Tokenising
+    the prefix on its own could split a token that crosses its end (the tiny RRM's BPE merges
+    across spaces and newlines) into ids the model never saw there."""
+    cut = len(teacher_prefix(target, mode))
+    encoded = processor.tokenizer(target, add_special_tokens=False, return_offsets_mapping=True)
+    n = 0
+    while n < len(encoded["input_ids"]) and encoded["offset_mapping"][n][1] <= cut:
+        n += 1
+    end = encoded["offset_mapping"][n - 1][1] if n else 0
+    return encoded["input_ids"][:n], target[:end]
+
+
+def append_ids(processor: RRMProcessor, batch: BatchFeature, extra_ids: Sequence[Sequence[int]]) -> BatchFeature:
+    """``batch`` (left-padded `encode_batch` inputs) with ``extra_ids[i]`` appended to row i,
+    re-padded on the left; the images are untouched."""
     pad_id = processor.tokenizer.convert_tokens_to_ids(ENDOFTEXT)
     rows = []
-    for i, text in enumerate(texts):
+    for i, added in enumerate(extra_ids):
         keep = batch["attention_mask"][i].bool()
         ids = batch["input_ids"][i][keep]
         types = batch["mm_token_type_ids"][i][keep]
-        extra = torch.tensor(processor.tokenizer(text, add_special_tokens=False)["input_ids"] if text else [],
-                             dtype=ids.dtype)
+        extra = torch.tensor(list(added), dtype=ids.dtype)
         rows.append((torch.cat([ids, extra]), torch.cat([types, torch.zeros(len(extra), dtype=types.dtype)])))
     length = max(len(ids) for ids, _ in rows)
     out = {key: value for key, value in batch.items()}
@@ -92,9 +105,10 @@ def judge_with_prefix(model: Qwen2_5_VLForConditionalGeneration, processor: RRMP
         out = []
         for start in range(0, len(rows), batch_size):
             chunk = rows[start:start + batch_size]
-            prefixes = [teacher_prefix(row["text"], mode) for row in chunk]
-            batch = append_text(processor, encode_quadruples(processor, [quadruple_of(dict(r), images) for r in chunk]),
-                                prefixes)
+            forced = [prefix_ids(processor, row["text"], mode) for row in chunk]
+            prefixes = [text for _, text in forced]
+            batch = append_ids(processor, encode_quadruples(processor, [quadruple_of(dict(r), images) for r in chunk]),
+                               [ids for ids, _ in forced])
             generation = generate_ids(model, processor, batch, max_new_tokens)
             values = expected_scores(model, processor, batch, generation)
             out += [(prefix + text, value) for prefix, text, value in zip(prefixes, generation.texts, values)]
