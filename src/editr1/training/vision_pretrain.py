@@ -138,9 +138,6 @@ class VisionPretrainer:
         self.kinds = torch.tensor([t[1] for t in targets])
         self.backgrounds = torch.tensor([t[2] for t in targets])
         self.quality = torch.tensor([quality_flags(effects.get(s)) for s in self.shas]) if effects else None
-        if self.quality is not None:
-            positives = self.quality.sum(0)
-            self.quality_pos_weight = (len(self.shas) - positives) / positives.clamp(min=1.0)
         self.index = {sha: i for i, sha in enumerate(self.shas)}
         self.batch_size = min(batch_size, len(self.shas))
         self.generator = torch.Generator().manual_seed(seed)
@@ -209,9 +206,7 @@ class VisionPretrainer:
             loss = loss + ce(position[..., :grid].flatten(0, 1), rows) + ce(position[..., grid:].flatten(0, 1), cols)
         if self.quality_head is not None:
             logits = self.quality_head(self._last_tokens.mean(1))
-            # Damaged images are rare (a few percent each): weighted so both classes count alike.
-            loss = loss + torch.nn.functional.binary_cross_entropy_with_logits(
-                logits, self.quality[idx].to(device), pos_weight=self.quality_pos_weight.to(device))
+            loss = loss + torch.nn.functional.binary_cross_entropy_with_logits(logits, self.quality[idx].to(device))
         return loss
 
     def step(self) -> float:
@@ -239,8 +234,7 @@ class VisionPretrainer:
     def accuracy(self, scenes: dict[str, Scene], effects: dict[str, ImageEffects] | None = None) -> dict[str, float]:
         """On other images (e.g. val): the share of cells whose colour / kind, and of images whose
         background, the head gets right; with a quality head and ``effects``, ``quality_<flag>``: the
-        recall of each `QUALITY` flag on the images that have it, and ``quality_false_alarm``: the
-        share of absent flags it reports. Images with a label outside the
+        recall of each `QUALITY` flag on the images that have it. Images with a label outside the
         training vocabulary are skipped."""
         v = self.vocab
         known = {s: sc for s, sc in scenes.items()
@@ -263,7 +257,6 @@ class VisionPretrainer:
             for j, flag in enumerate(QUALITY):
                 if truth[:, j].any():
                     extra[f"quality_{flag}"] = float(said[truth[:, j], j].float().mean())
-            extra["quality_false_alarm"] = float(said[~truth].float().mean())  # flags said where there are none
         return {**extra,
                 "color": float((colors.argmax(-1).cpu() == torch.tensor([t[0] for t in targets])).float().mean()),
                 "kind": float((kinds.argmax(-1).cpu() == torch.tensor([t[1] for t in targets])).float().mean()),
