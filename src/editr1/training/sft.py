@@ -67,7 +67,7 @@ from editr1.training.data import (
 )
 from editr1.training.losses import IGNORE_INDEX, sft_token_loss
 from editr1.training.sft_config import RUN_FIELDS, SFTConfig, lr_factor
-from editr1.training.vision_pretrain import VisionPretrainer, world_effects, world_scenes
+from editr1.training.vision_pretrain import VisionPretrainer, world_scenes
 from editr1.world.truth import WorldTruth
 
 log = logging.getLogger(__name__)
@@ -238,9 +238,8 @@ class SFTTrainer:
             raise ValueError("sft.vision_pretrain_steps > 0 needs the world's scene graphs (synthetic-world "
                              "batches) for the train images; set it to 0 for other data")
         started = time.perf_counter()
-        effects = world_effects(truth, train_rows) if cfg.vision_pretrain_quality else None
         pretrainer = VisionPretrainer(model, processor, self.images, scenes, seed=cfg.seed,
-                                      lr=cfg.vision_pretrain_lr, batch_size=cfg.vision_pretrain_batch, effects=effects)
+                                      lr=cfg.vision_pretrain_lr, batch_size=cfg.vision_pretrain_batch)
         loss = math.nan
         lead = parallel.rank() == 0
         for step in range(cfg.vision_pretrain_steps):
@@ -252,8 +251,7 @@ class SFTTrainer:
             return {}
         val_scenes = {k: v for k, v in world_scenes(truth, val_rows[:200]).items() if k not in scenes}
         report = {"vision_loss": loss, "vision_seconds": seconds,
-                  **{f"vision_val_{k}": v for k, v in pretrainer.accuracy(
-                      val_scenes, world_effects(truth, val_rows[:200]) if effects is not None else None).items()}}
+                  **{f"vision_val_{k}": v for k, v in pretrainer.accuracy(val_scenes).items()}}
         log.info("vision pre-training: %s", report)
         return report
 

@@ -58,11 +58,6 @@ class SFTConfig:
                           "untrained decoder otherwise reaches the pre-trained tower first). Never with a random tower."})
     vision_pretrain_lr: float = field(default=3e-3, metadata={"help": "AdamW learning rate of the vision pre-training."})
     vision_pretrain_batch: int = field(default=64, metadata={"help": "Images per vision pre-training step."})
-    vision_pretrain_quality: bool = field(
-        default=False,
-        metadata={"help": "Vision pre-training also learns whether each image is noisy, blurred or framed in white "
-                          "(the world's image effects), so a frozen tower keeps what the blur, noise and border "
-                          "checks need."})
     lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (peft) instead of all weights; "
                                                         "merged into the saved model."})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})

@@ -18,9 +18,7 @@ linear head that is thrown away afterwards.
 
 Targets, per image: for each cell of the scene's grid, the colour of the shape centred there (or
 "none") and its kind (or "none"); and the background colour. The head reads all image tokens of
-one image concatenated, so it can only succeed if each token keeps what is where. With ``effects``
-(`world_effects`) also whether the image is noisy, blurred, framed in white — image quality, which
-the scene graph does not hold and a tower trained only on cells is free to forget.
+one image concatenated, so it can only succeed if each token keeps what is where.
 """
 
 from __future__ import annotations
@@ -35,7 +33,7 @@ from torch import Tensor
 
 from editr1.models.processor import RRMProcessor
 from editr1.training import parallel
-from editr1.world.scene import ImageEffects, Scene
+from editr1.world.scene import Scene
 from editr1.world.truth import WorldTruth
 
 NONE = "none"
@@ -99,35 +97,11 @@ def world_scenes(truth: WorldTruth, rows: Sequence[dict[str, Any]]) -> dict[str,
     return scenes
 
 
-QUALITY = ("noise", "blur", "border")
-
-
-def quality_flags(effects: ImageEffects | None) -> list[float]:
-    """1.0 per `QUALITY` flag the image has (no effects: all 0)."""
-    if effects is None:
-        return [0.0, 0.0, 0.0]
-    return [float(effects.noise_std > 0), float(effects.blur > 0), float(effects.border > 0)]
-
-
-def world_effects(truth: WorldTruth, rows: Sequence[dict[str, Any]]) -> dict[str, ImageEffects]:
-    """The image effects of every edited image of coldstart ``rows`` that the world knows (sources
-    have none)."""
-    out: dict[str, ImageEffects] = {}
-    for row in rows:
-        if row["edited_sha"] not in out:
-            try:
-                out[row["edited_sha"]] = truth.edit(row["edited_sha"], row["source_sha"], row["instruction"]).effects
-            except KeyError:
-                continue
-    return out
-
-
 class VisionPretrainer:
     """Trains ``model.model.visual`` (patch embedding, blocks, merger) on scene-graph targets."""
 
     def __init__(self, model: torch.nn.Module, processor: RRMProcessor, images: Callable[[str], Image.Image],
-                 scenes: dict[str, Scene], *, seed: int, lr: float, batch_size: int,
-                 effects: dict[str, ImageEffects] | None = None):
+                 scenes: dict[str, Scene], *, seed: int, lr: float, batch_size: int):
         self.visual = model.model.visual
         self.processor = processor
         self.images = images
@@ -137,7 +111,6 @@ class VisionPretrainer:
         self.colors = torch.tensor([t[0] for t in targets])
         self.kinds = torch.tensor([t[1] for t in targets])
         self.backgrounds = torch.tensor([t[2] for t in targets])
-        self.quality = torch.tensor([quality_flags(effects.get(s)) for s in self.shas]) if effects else None
         self.index = {sha: i for i, sha in enumerate(self.shas)}
         self.batch_size = min(batch_size, len(self.shas))
         self.generator = torch.Generator().manual_seed(seed)
@@ -158,10 +131,7 @@ class VisionPretrainer:
             else:
                 self.head = torch.nn.Linear(tokens * hidden, v.outputs).to(device)
                 self.background_head = None
-            # Image quality from the mean token (created last: the other heads start as without it).
-            self.quality_head = torch.nn.Linear(hidden, len(QUALITY)).to(device) if effects else None
         heads = list(self.head.parameters()) + (list(self.background_head.parameters()) if self.per_token else [])
-        heads += list(self.quality_head.parameters()) if self.quality_head is not None else []
         params = [p for p in self.visual.parameters() if p.requires_grad] + heads
         self.optimizer = torch.optim.AdamW(params, lr=lr)
         cells = torch.arange(v.cells)
@@ -178,7 +148,6 @@ class VisionPretrainer:
         """(colour [n, cells, C], kind [n, cells, K], background [n, B], position [n, cells, 2·grid] or None)."""
         v = self.vocab
         tokens = self._tokens(shas)
-        self._last_tokens = tokens  # the quality head reads the same forward
         if self.per_token:
             out = self.head(tokens)
             n_color, n_kind = len(v.colors), len(v.kinds)
@@ -204,9 +173,6 @@ class VisionPretrainer:
             grid = self.vocab.grid_size
             rows, cols = self.rows.repeat(len(shas)).to(device), self.cols.repeat(len(shas)).to(device)
             loss = loss + ce(position[..., :grid].flatten(0, 1), rows) + ce(position[..., grid:].flatten(0, 1), cols)
-        if self.quality_head is not None:
-            logits = self.quality_head(self._last_tokens.mean(1))
-            loss = loss + torch.nn.functional.binary_cross_entropy_with_logits(logits, self.quality[idx].to(device))
         return loss
 
     def step(self) -> float:
@@ -231,11 +197,9 @@ class VisionPretrainer:
         return float(loss_value)
 
     @torch.no_grad()
-    def accuracy(self, scenes: dict[str, Scene], effects: dict[str, ImageEffects] | None = None) -> dict[str, float]:
+    def accuracy(self, scenes: dict[str, Scene]) -> dict[str, float]:
         """On other images (e.g. val): the share of cells whose colour / kind, and of images whose
-        background, the head gets right; with a quality head and ``effects``, ``quality_<flag>``: the
-        recall of each `QUALITY` flag on the images that have it. Images with a label outside the
-        training vocabulary are skipped."""
+        background, the head gets right. Images with a label outside the training vocabulary are skipped."""
         v = self.vocab
         known = {s: sc for s, sc in scenes.items()
                  if sc.grid_size == v.grid_size and sc.background in v.backgrounds
@@ -251,12 +215,6 @@ class VisionPretrainer:
             right = ((position[..., :grid].argmax(-1).cpu() == self.rows)
                      & (position[..., grid:].argmax(-1).cpu() == self.cols))
             extra["position"] = float(right.float().mean())
-        if self.quality_head is not None and effects is not None:
-            said = self.quality_head(self._last_tokens.mean(1)).cpu() > 0
-            truth = torch.tensor([quality_flags(effects.get(s)) for s in shas]).bool()
-            for j, flag in enumerate(QUALITY):
-                if truth[:, j].any():
-                    extra[f"quality_{flag}"] = float(said[truth[:, j], j].float().mean())
         return {**extra,
                 "color": float((colors.argmax(-1).cpu() == torch.tensor([t[0] for t in targets])).float().mean()),
                 "kind": float((kinds.argmax(-1).cpu() == torch.tensor([t[1] for t in targets])).float().mean()),
