@@ -139,12 +139,10 @@ def target_parts(target: str) -> dict[int, list[Span]]:
     end = target.find("\n")
     if end >= 0:
         parts[PART_DESCRIPTION].append((0, end + 1))
+        stop = reasoning_end(target)
+        parts[PART_JSON] = [(stop + m.start(1), stop + m.end(1)) for m in _JSON_VERDICT.finditer(target[stop:])]
         start = end + 1
-        for line in target[start:].split("\n"):
-            if line.lstrip().startswith(("[", "{", "<")):
-                parts[PART_JSON] = [(start + m.start(1), start + m.end(1))
-                                    for m in _JSON_VERDICT.finditer(target[start:])]
-                break
+        for line in target[start:stop].split("\n"):
             match = _VERDICT.search(line)
             if match:
                 parts[PART_CHECK].append((start + match.start(1), start + match.end(1)))

@@ -355,9 +355,7 @@ class SFTTrainer:
         if cfg.self_feed > 0 and batches:
             # Seeded by step and rank, so a resumed run draws the same tokens.
             generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step * 101 + parallel.rank())
-            tokenizer = self.processor.tokenizer
-            banned = sorted(set(vision_token_ids(tokenizer)) | set(tokenizer.all_special_ids))
-            batches = [self_fed(self.model, b, cfg.self_feed, generator, banned) for b in batches]
+            batches = [self_fed(self.model, b, cfg.self_feed, generator, self._never_fed) for b in batches]
         if self.caption_sampler is not None:
             captions = [self.caption_examples[i] for i in parallel.shard(self.caption_sampler.next_batch())]
             batches.append(encode_sft_batch(self.processor, captions))
@@ -425,6 +423,12 @@ class SFTTrainer:
                 self.save_checkpoint()
 
     # ------------------------------------------------------------------ evaluation
+
+    @functools.cached_property
+    def _never_fed(self) -> list[int]:
+        """Ids `self_fed` never draws: vision placeholders and special tokens (computed once per run)."""
+        tokenizer = self.processor.tokenizer
+        return sorted(set(vision_token_ids(tokenizer)) | set(tokenizer.all_special_ids))
 
     @functools.cached_property
     def _val_marks(self) -> list[list[tuple[str | None, bool]]]:
