@@ -380,3 +380,31 @@ def test_descriptions_name_shapes_in_reading_order_whatever_the_creation_order()
     text = describe(Scene("gray", shapes), ImageEffects())
     assert text == "green star top left, blue square top right, red circle bottom left, on gray"
     assert describe(Scene("gray", tuple(reversed(shapes))), ImageEffects()) == text
+
+
+def test_side_by_side_description_puts_each_shape_next_to_what_became_of_it():
+    from editr1.teachers.oracle_text import describe_changes
+    from editr1.world.scene import ImageEffects, Scene, Shape
+
+    source = Scene("gray", (Shape(0, "circle", "red", 2, 0), Shape(1, "square", "blue", 0, 2),
+                            Shape(2, "star", "green", 0, 0)))
+    edited = Scene("beige", (Shape(1, "square", "blue", 0, 2), Shape(0, "circle", "yellow", 2, 0),
+                             Shape(3, "diamond", "red", 1, 1, scale=0.6)))
+    assert describe_changes(source, edited, ImageEffects(blur=1.0)) == (
+        "green star top left → gone, blue square top right → same, red circle bottom left → yellow circle "
+        "bottom left, new small red diamond center, on gray → beige; blurry")
+    assert describe_changes(source, source, ImageEffects()) == (
+        "green star top left → same, blue square top right → same, red circle bottom left → same, on gray → same")
+
+
+def test_side_by_side_traces_keep_the_checks_verdicts_and_scores_of_scene_traces(big):
+    _, truth = big
+    scenes, side = teacher(truth), teacher(truth, reasoning_style="side_by_side")
+    for e in truth.edits()[::7]:
+        q = quad_of(scenes, e)
+        for a, b in zip(scenes.traces([q], k=3, temperature=1.0)[0], side.traces([q], k=3, temperature=1.0)[0]):
+            ja, jb = parse_output(a), parse_output(b)
+            assert jb.parse_ok and jb.principles_ok, b
+            assert (jb.principle_scores, jb.score) == (ja.principle_scores, ja.score)
+            assert a.split("\n")[1:] == b.split("\n")[1:]  # the check lines too: only the description differs
+            assert "→" in b.split("\n")[0] and "→" not in a.split("\n")[0]

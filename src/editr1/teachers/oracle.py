@@ -68,7 +68,17 @@ from editr1.rrm.items import Context, Quadruple
 from editr1.rrm.parser import render_output
 from editr1.rrm.principles import Principle, validate_principles
 from editr1.teachers.base import TeacherUsage
-from editr1.teachers.oracle_text import ROLES, TEMPLATES, Check, View, checklist, describe, write_reasoning
+from editr1.teachers.oracle_text import (
+    ROLES,
+    SIDE_BY_SIDE_TEMPLATES,
+    TEMPLATES,
+    Check,
+    View,
+    checklist,
+    describe,
+    describe_changes,
+    write_reasoning,
+)
 from editr1.teachers.params import TeacherConfig
 from editr1.world.annotators import human_quality
 from editr1.world.facts import EditFacts, edit_facts
@@ -242,7 +252,10 @@ class OracleTeacher:
         believed = [c.verdict(seen) for c in checks]
         labels = [(c.label, c.value(seen)) for c in checks]
         questions = [c.principle.question for c in checks]
-        source, edited = describe(seen.source, NO_EFFECTS), describe(seen.edited, seen.effects)
+        if self.cfg.reasoning_style == "side_by_side":
+            templates, source, edited = SIDE_BY_SIDE_TEMPLATES, describe_changes(seen.source, seen.edited, seen.effects), ""
+        else:
+            templates, source, edited = TEMPLATES, describe(seen.source, NO_EFFECTS), describe(seen.edited, seen.effects)
         p_error = self.flaws.error_probability(temperature)
         out = []
         for index in range(k):
@@ -253,7 +266,7 @@ class OracleTeacher:
             # A verdict a blind spot decides is never flipped: there the teacher is confidently wrong.
             verdicts = [int(b != slip) if b == g else int(b) for b, g, slip in zip(believed, gold, slips)]
             lines = [(label, value, bool(v)) for (label, value), v in zip(labels, verdicts)]
-            reasoning = write_reasoning(TEMPLATES[index % len(TEMPLATES)], source, edited, lines)
+            reasoning = write_reasoning(templates[index % len(templates)], source, edited, lines)
             score = rubric_score(checks, verdicts, truth.spec.category, self.flaws, self.world)
             out.append(render_output(reasoning, questions, verdicts, score))
         return out

@@ -86,6 +86,31 @@ def describe(scene: Scene, effects: ImageEffects) -> str:
     return f"{shapes}, on {_background(scene)}" + "".join(f"; {d}" for d in damage)
 
 
+def _side(a: str, b: str) -> str:
+    return f"{a} → {'same' if a == b else b}"
+
+
+def describe_changes(source: Scene, edited: Scene, effects: ImageEffects) -> str:
+    """Both images side by side, e.g. "red circle top left → green circle top left, blue square
+    center → same, new small star bottom, on gray → same; blurry".
+
+    Each source shape (reading order) is followed by what became of it ("gone" when it left), then
+    the shapes that appeared, then the background and the edited image's damage. Every word a check
+    line needs sits next to the word it is compared with, instead of ~30 tokens away in the other
+    image's description (`reasoning_style: side_by_side`; README: what it changed).
+    """
+    grid = source.grid_size
+    after = {s.id: s for s in edited.shapes}
+    parts = [_side(_shape(s, grid), _shape(after[s.id], grid)) if s.id in after else f"{_shape(s, grid)} → gone"
+             for s in sorted(source.shapes, key=lambda s: (s.row, s.col, s.id))]
+    new = sorted((s for s in edited.shapes if s.id not in source.ids()), key=lambda s: (s.row, s.col, s.id))
+    parts += [f"new {_shape(s, grid)}" for s in new]
+    damage = [w for w, on in (("noisy", effects.noise_std > 0), ("blurry", effects.blur > 0),
+                              ("white border", effects.border > 0)) if on]
+    return ", ".join([*(parts or ["no shapes"]), f"on {_side(_background(source), _background(edited))}"]) + "".join(
+        f"; {d}" for d in damage)
+
+
 def _after(v: View, shape_id: int | None) -> Shape | None:
     return next((s for s in v.edited.shapes if s.id == shape_id), None)
 
@@ -378,6 +403,14 @@ TEMPLATES = (
     Template("source: {source}. edited: {edited}.", "{i}. {label}: {value}. {verdict}"),
     Template("before: {source}. after: {edited}.", "{i}. {label}: {value} - {verdict}"),
     Template("the source shows {source}. the edit shows {edited}.", "{i}) {label}: {value}, so {verdict}"),
+)
+
+# The same phrasings for `reasoning_style: side_by_side`: one description of both images
+# (`describe_changes`) in place of two; {edited} is unused.
+SIDE_BY_SIDE_TEMPLATES = (
+    Template("source → edited: {source}.", "{i}. {label}: {value}. {verdict}"),
+    Template("before → after: {source}.", "{i}. {label}: {value} - {verdict}"),
+    Template("what changed: {source}.", "{i}) {label}: {value}, so {verdict}"),
 )
 
 

@@ -15,6 +15,7 @@ from editr1.world.params import BACKGROUND_COLORS, QUALITY_PRINCIPLES, SHAPE_COL
 
 TEACHER_KINDS = ("oracle", "openai", "hf")
 RUBRICS = ("weighted", "annotators")
+REASONING_STYLES = ("scenes", "side_by_side")
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,13 @@ class TeacherConfig:
                   "change costs it 0.3 point (annotators: 3), so it scores an extra_change edit like a "
                   "correct one and above a partial or wrong-colour one, while one artefact still costs 0.7."},
     )
+    reasoning_style: str = field(
+        default="scenes",
+        metadata={"help": "Oracle: how a trace describes the images before its check lines: scenes = the source, "
+                  "then the edited image (\"source: red circle top left. edited: green circle top left.\"); "
+                  "side_by_side = each shape's source state next to its edited state (\"red circle top left → "
+                  "green circle top left\")."},
+    )
     score_decimals: int = field(
         default=0,
         metadata={"help": "Oracle: decimals of the final score (0 or 1; perfect writes 1)."},
@@ -107,6 +115,8 @@ class TeacherConfig:
              and all(w >= 0 for w in self.rubric_weights.values())
              and abs(sum(self.rubric_weights.values()) - 1.0) < 1e-6,
              f"rubric_weights: exactly {QUALITY_PRINCIPLES}, >= 0, summing to 1"),
+            (self.reasoning_style in REASONING_STYLES,
+             f"reasoning_style must be one of {REASONING_STYLES}, got {self.reasoning_style!r}"),
             (self.score_decimals in (0, 1), "score_decimals must be 0 or 1"),
             (self.max_concurrency >= 1, "max_concurrency must be >= 1"),
             (self.timeout_s > 0, "timeout_s must be > 0"),
