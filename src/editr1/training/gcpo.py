@@ -78,8 +78,9 @@ class GCPOConfig:
         default=1.0, metadata={"help": "T: sampling temperature; log-probs (old, new, reference) are taken at T too."})
     clip_eps: float = field(default=0.2, metadata={"help": "ε of the PPO clip on the per-token ratio."})
     beta: float = field(
-        default=0.0,
-        metadata={"help": "β of the k3 KL to the frozen SFT model; 0 disables it and skips the reference forward."})
+        default=0.04,
+        metadata={"help": "β of the k3 KL to the frozen SFT model; 0 disables it and skips the reference forward. "
+                  "0.04 keeps the SFT format (parse rate 1.00 vs 0.69 at 0; README: GCPO)."})
     lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate (constant)."})
     inner_epochs: int = field(default=2, metadata={"help": "μ: PPO epochs (optimizer steps) per batch of traces."})
     pairs_per_step: int = field(default=8, metadata={"help": "Human pairs per step (2 N traces each)."})
