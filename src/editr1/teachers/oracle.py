@@ -68,22 +68,12 @@ from editr1.rrm.items import Context, Quadruple
 from editr1.rrm.parser import render_output
 from editr1.rrm.principles import Principle, validate_principles
 from editr1.teachers.base import TeacherUsage
-from editr1.teachers.oracle_text import (
-    ROLES,
-    SIDE_BY_SIDE_TEMPLATES,
-    TEMPLATES,
-    Check,
-    View,
-    checklist,
-    describe,
-    describe_changes,
-    write_reasoning,
-)
+from editr1.teachers.oracle_text import ROLES, Check, View, checklist, descriptions, write_reasoning
 from editr1.teachers.params import TeacherConfig
 from editr1.world.annotators import human_quality
 from editr1.world.facts import EditFacts, edit_facts
 from editr1.world.params import WorldConfig
-from editr1.world.scene import NO_EFFECTS, Scene
+from editr1.world.scene import Scene
 from editr1.world.truth import WorldTruth
 
 
@@ -252,10 +242,7 @@ class OracleTeacher:
         believed = [c.verdict(seen) for c in checks]
         labels = [(c.label, c.value(seen)) for c in checks]
         questions = [c.principle.question for c in checks]
-        if self.cfg.reasoning_style == "side_by_side":
-            templates, source, edited = SIDE_BY_SIDE_TEMPLATES, describe_changes(seen.source, seen.edited, seen.effects), ""
-        else:
-            templates, source, edited = TEMPLATES, describe(seen.source, NO_EFFECTS), describe(seen.edited, seen.effects)
+        templates, source, edited = descriptions(self.cfg.reasoning_style, seen.source, seen.edited, seen.effects)
         p_error = self.flaws.error_probability(temperature)
         out = []
         for index in range(k):

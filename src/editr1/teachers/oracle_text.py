@@ -16,13 +16,13 @@ reasoning; what the words describe is decided by the teacher (its perception), n
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from editr1.rrm.principles import Principle
 from editr1.world.facts import EditFacts
 from editr1.world.instructions import EditSpec
-from editr1.world.scene import ImageEffects, Scene, Shape, position_name, strictly_between
+from editr1.world.scene import NO_EFFECTS, ImageEffects, Scene, Shape, position_name, strictly_between
 
 ROLES = ("attribute", "target", "complete", "changed", "keep", "noise", "blur", "border")
 
@@ -79,11 +79,18 @@ def describe(scene: Scene, effects: ImageEffects) -> str:
     function of the image: listed in the scene's creation order, the first shape named would be any
     of them, and a tiny RRM learns only which words are likely, not to read the image.
     """
-    ordered = sorted(scene.shapes, key=lambda s: (s.row, s.col, s.id))
-    shapes = ", ".join(_shape(s, scene.grid_size) for s in ordered) or "no shapes"
-    damage = [w for w, on in (("noisy", effects.noise_std > 0), ("blurry", effects.blur > 0),
-                              ("white border", effects.border > 0)) if on]
-    return f"{shapes}, on {_background(scene)}" + "".join(f"; {d}" for d in damage)
+    shapes = ", ".join(_shape(s, scene.grid_size) for s in _reading_order(scene.shapes)) or "no shapes"
+    return f"{shapes}, on {_background(scene)}{_damage(effects)}"
+
+
+def _reading_order(shapes: Iterable[Shape]) -> list[Shape]:
+    return sorted(shapes, key=lambda s: (s.row, s.col, s.id))
+
+
+def _damage(effects: ImageEffects) -> str:
+    """"; noisy; blurry; white border" — the damage an image shows, in that order ("" for none)."""
+    return "".join(f"; {w}" for w, on in (("noisy", effects.noise_std > 0), ("blurry", effects.blur > 0),
+                                           ("white border", effects.border > 0)) if on)
 
 
 def _side(a: str, b: str) -> str:
@@ -100,15 +107,11 @@ def describe_changes(source: Scene, edited: Scene, effects: ImageEffects) -> str
     image's description (`reasoning_style: side_by_side`; README: what it changed).
     """
     grid = source.grid_size
-    after = {s.id: s for s in edited.shapes}
-    parts = [_side(_shape(s, grid), _shape(after[s.id], grid)) if s.id in after else f"{_shape(s, grid)} → gone"
-             for s in sorted(source.shapes, key=lambda s: (s.row, s.col, s.id))]
-    new = sorted((s for s in edited.shapes if s.id not in source.ids()), key=lambda s: (s.row, s.col, s.id))
-    parts += [f"new {_shape(s, grid)}" for s in new]
-    damage = [w for w, on in (("noisy", effects.noise_std > 0), ("blurry", effects.blur > 0),
-                              ("white border", effects.border > 0)) if on]
-    return ", ".join([*(parts or ["no shapes"]), f"on {_side(_background(source), _background(edited))}"]) + "".join(
-        f"; {d}" for d in damage)
+    after = {s.id: _shape(s, grid) for s in edited.shapes}
+    parts = [_side(_shape(s, grid), after.get(s.id, "gone")) for s in _reading_order(source.shapes)]
+    parts += [f"new {_shape(s, grid)}" for s in _reading_order(s for s in edited.shapes if s.id not in source.ids())]
+    background = _side(_background(source), _background(edited))
+    return f"{', '.join(parts or ['no shapes'])}, on {background}{_damage(effects)}"
 
 
 def _after(v: View, shape_id: int | None) -> Shape | None:
@@ -412,6 +415,14 @@ SIDE_BY_SIDE_TEMPLATES = (
     Template("before → after: {source}.", "{i}. {label}: {value} - {verdict}"),
     Template("what changed: {source}.", "{i}) {label}: {value}, so {verdict}"),
 )
+
+
+def descriptions(style: str, source: Scene, edited: Scene,
+                 effects: ImageEffects) -> tuple[tuple[Template, ...], str, str]:
+    """The phrasings and the {source} and {edited} texts of a trace in `TeacherConfig.reasoning_style`."""
+    if style == "side_by_side":
+        return SIDE_BY_SIDE_TEMPLATES, describe_changes(source, edited, effects), ""
+    return TEMPLATES, describe(source, NO_EFFECTS), describe(edited, effects)
 
 
 def write_reasoning(template: Template, source: str, edited: str, lines: list[tuple[str, str, bool]]) -> str:
