@@ -7,8 +7,8 @@ reads pixels, so quadruples carry a 1x1 placeholder image; shas and instructions
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
-import re
 import shutil
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -60,10 +60,6 @@ def quad_of(teacher: OracleTeacher, edit: EditTruth) -> Quadruple:
 
 def teacher(truth: WorldTruth, **overrides) -> OracleTeacher:
     return OracleTeacher(truth, TeacherConfig(**overrides), WORLD)
-
-
-def edited_description(reasoning: str) -> str:
-    return re.split(r"edited:|after:|the edit shows", reasoning.split("\n")[0])[-1]
 
 
 def select(judgements, gold) -> int:
@@ -195,7 +191,7 @@ def test_traces_parse_describe_both_images_and_stay_short(big):
             assert j.principle_questions == tuple(p.question for p in q.principles)
             lines = j.reasoning.split("\n")
             assert len(lines) == 1 + len(q.principles)
-            assert lines[0].startswith(("source:", "before:", "the source shows")), lines[0]
+            assert lines[0].startswith(("source → edited:", "before → after:", "what changed:")), lines[0]
             assert all(line.endswith(("yes", "no")) for line in lines[1:])
             words.append(len(j.reasoning.split()))
     assert np.mean(words) <= 80 and max(words) <= 110, (np.mean(words), max(words))
@@ -227,7 +223,7 @@ def test_blind_spots_are_the_same_in_every_trace_so_selection_cannot_fix_them(bi
         judgements = [parse_output(t) for t in texts]
         assert all(j.principle_scores[at] == 1 for j in judgements)  # every trace, so also the selected one
         source = truth.source(e.source_sha, e.instruction).scene.background
-        assert all(f"on {source}" in edited_description(j.reasoning) for j in judgements)
+        assert all(f"on {source} → same" in j.reasoning.split("\n")[0] for j in judgements)  # seen as kept
 
     orange = [e for e in truth.edits() if e.kind == "correct" and e.spec.category == "color_alteration"
               and e.spec.color == "orange"]
@@ -397,10 +393,24 @@ def test_side_by_side_description_puts_each_shape_next_to_what_became_of_it():
         "green star top left → same, blue square top right → same, red circle bottom left → same, on gray → same")
 
 
+def test_places_description_names_each_place_before_what_is_there():
+    from editr1.teachers.oracle_text import describe_places
+    from editr1.world.scene import ImageEffects, Scene, Shape
+
+    source = Scene("gray", (Shape(0, "circle", "red", 2, 0), Shape(1, "square", "blue", 0, 2),
+                            Shape(2, "star", "green", 0, 0), Shape(4, "triangle", "purple", 1, 2)))
+    edited = Scene("gray", (Shape(1, "square", "blue", 0, 2), Shape(0, "circle", "yellow", 2, 0),
+                            Shape(3, "diamond", "red", 1, 1, scale=0.6), Shape(4, "triangle", "purple", 2, 2)))
+    assert describe_places(source, edited, ImageEffects(border=0.1)) == (
+        "top left green star → gone, top right blue square → same, right purple triangle → purple triangle "
+        "bottom right, bottom left red circle → yellow circle, center new small red diamond, on gray → same; "
+        "white border")
+
+
 def test_side_by_side_traces_keep_the_checks_verdicts_and_scores_of_scene_traces(big):
     _, truth = big
-    scenes, side = teacher(truth), teacher(truth, reasoning_style="side_by_side")
-    for e in truth.edits()[::7]:
+    scenes = teacher(truth, reasoning_style="scenes")
+    for e, side in itertools.product(truth.edits()[::7], (teacher(truth), teacher(truth, reasoning_style="places"))):
         q = quad_of(scenes, e)
         for a, b in zip(scenes.traces([q], k=3, temperature=1.0)[0], side.traces([q], k=3, temperature=1.0)[0]):
             ja, jb = parse_output(a), parse_output(b)

@@ -15,7 +15,7 @@ from editr1.world.params import BACKGROUND_COLORS, QUALITY_PRINCIPLES, SHAPE_COL
 
 TEACHER_KINDS = ("oracle", "openai", "hf")
 RUBRICS = ("weighted", "annotators")
-REASONING_STYLES = ("scenes", "side_by_side")
+REASONING_STYLES = ("scenes", "side_by_side", "places")
 
 
 @dataclass(frozen=True)
@@ -69,11 +69,12 @@ class TeacherConfig:
                   "correct one and above a partial or wrong-colour one, while one artefact still costs 0.7."},
     )
     reasoning_style: str = field(
-        default="scenes",
-        metadata={"help": "Oracle: how a trace describes the images before its check lines: scenes = the source, "
-                  "then the edited image (\"source: red circle top left. edited: green circle top left.\"); "
-                  "side_by_side = each shape's source state next to its edited state (\"red circle top left → "
-                  "green circle top left\")."},
+        default="side_by_side",
+        metadata={"help": "Oracle: how a trace describes the images before its check lines: side_by_side = each "
+                  "shape's source state next to its edited state (\"red circle top left → green circle top "
+                  "left\"); scenes = the source, then the edited image (\"source: red circle top left. edited: "
+                  "green circle top left.\"). The tiny RRM orders test pairs better after side_by_side SFT "
+                  "(README, \"Training the RRM\")."},
     )
     score_decimals: int = field(
         default=0,
