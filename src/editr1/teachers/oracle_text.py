@@ -64,12 +64,8 @@ def _where(s: Shape, grid: int) -> str:
     return position_name(s.row, s.col, grid)
 
 
-def _look(s: Shape) -> str:
-    return f"{'small ' if s.scale < 1 else ''}{_paint(s)} {s.kind}"
-
-
 def _shape(s: Shape, grid: int) -> str:
-    return f"{_look(s)} {_where(s, grid)}"
+    return f"{'small ' if s.scale < 1 else ''}{_paint(s)} {s.kind} {_where(s, grid)}"
 
 
 def _background(scene: Scene) -> str:
@@ -114,33 +110,6 @@ def describe_changes(source: Scene, edited: Scene, effects: ImageEffects) -> str
     after = {s.id: _shape(s, grid) for s in edited.shapes}
     parts = [_side(_shape(s, grid), after.get(s.id, "gone")) for s in _reading_order(source.shapes)]
     parts += [f"new {_shape(s, grid)}" for s in _reading_order(s for s in edited.shapes if s.id not in source.ids())]
-    background = _side(_background(source), _background(edited))
-    return f"{', '.join(parts or ['no shapes'])}, on {background}{_damage(effects)}"
-
-
-def _became(a: Shape, b: Shape | None, grid: int) -> str:
-    if b is None:
-        return "gone"
-    if _where(a, grid) != _where(b, grid):
-        return f"{_look(b)} {_where(b, grid)}"
-    return "same" if _look(a) == _look(b) else _look(b)
-
-
-def describe_places(source: Scene, edited: Scene, effects: ImageEffects) -> str:
-    """Both images cell by cell, the place first, e.g. "top left red circle → green circle, center
-    blue square → same, bottom left yellow star → yellow star bottom, bottom new small star, on gray
-    → same; blurry".
-
-    The same content as `describe_changes`, reordered so that each source shape is named by its
-    place before its look: a decoder that has written "top left" looks its colour and kind up at that
-    place, instead of choosing the next shape and its colour in one step (`reasoning_style: places`).
-    A shape that stayed shows only its new look (or "same"); one that moved, its look and new place.
-    """
-    grid = source.grid_size
-    after = {s.id: s for s in edited.shapes}
-    parts = [f"{_where(s, grid)} {_look(s)} → {_became(s, after.get(s.id), grid)}" for s in _reading_order(source.shapes)]
-    parts += [f"{_where(s, grid)} new {_look(s)}"
-              for s in _reading_order(s for s in edited.shapes if s.id not in source.ids())]
     background = _side(_background(source), _background(edited))
     return f"{', '.join(parts or ['no shapes'])}, on {background}{_damage(effects)}"
 
@@ -439,8 +408,8 @@ TEMPLATES = (
     Template("the source shows {source}. the edit shows {edited}.", "{i}) {label}: {value}, so {verdict}"),
 )
 
-# The same phrasings for `reasoning_style: side_by_side` and `places`: one description of both
-# images (`describe_changes`, `describe_places`) in place of two; {edited} is unused.
+# The same phrasings for `reasoning_style: side_by_side`: one description of both images
+# (`describe_changes`) in place of two; {edited} is unused.
 SIDE_BY_SIDE_TEMPLATES = (
     Template("source → edited: {source}.", "{i}. {label}: {value}. {verdict}"),
     Template("before → after: {source}.", "{i}. {label}: {value} - {verdict}"),
@@ -453,8 +422,6 @@ def descriptions(style: str, source: Scene, edited: Scene,
     """The phrasings and the {source} and {edited} texts of a trace in `TeacherConfig.reasoning_style`."""
     if style == "side_by_side":
         return SIDE_BY_SIDE_TEMPLATES, describe_changes(source, edited, effects), ""
-    if style == "places":
-        return SIDE_BY_SIDE_TEMPLATES, describe_places(source, edited, effects), ""
     return TEMPLATES, describe(source, NO_EFFECTS), describe(edited, effects)
 
 

@@ -15,7 +15,7 @@ from editr1.world.params import BACKGROUND_COLORS, QUALITY_PRINCIPLES, SHAPE_COL
 
 TEACHER_KINDS = ("oracle", "openai", "hf")
 RUBRICS = ("weighted", "annotators")
-REASONING_STYLES = ("scenes", "side_by_side", "places")
+REASONING_STYLES = ("scenes", "side_by_side")
 
 
 @dataclass(frozen=True)
