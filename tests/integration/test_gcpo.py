@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -39,7 +40,8 @@ from editr1.training.gcpo import GCPOConfig, GCPOTrainer, run_gcpo
 from editr1.training.losses import sft_token_loss
 from editr1.models.rrm import generate_ids
 from editr1.rrm.scoring import encode_quadruples
-from editr1.training.rollout import INPUT_KEYS, sample_completions, select_groups, token_logprobs
+from editr1.training.rollout import (INPUT_KEYS, sample_completions, score_traces, select_groups,
+                                     token_logprobs)
 from editr1.world import WorldConfig, write_batch
 
 torch.set_num_threads(1)
@@ -155,6 +157,25 @@ def test_shared_prompt_logprobs_equal_full_sequences(world, tmp_path):
         got = token_logprobs(model, sub)[0]
         torch.testing.assert_close(got, shared.detach()[rows, : got.shape[1]], atol=1e-5, rtol=1e-5)
         assert sub.texts == [rollout.texts[r] for r in rows]
+
+
+def test_expected_tau_of_an_unparsed_trace_is_a_failure(world, tmp_path):
+    # Under the expected readout a trace the parser rejects gets τ = NaN (it loses every comparison),
+    # even when it wrote a <score> the readout could read; the other traces keep their τ.
+    trainer = trainer_for(world, tmp_path / "run", max_steps=1)
+    trainer.setup(resume=False)
+    rollout = trainer.rollout(trainer.next_pairs())
+    with torch.no_grad():
+        tau = score_traces(trainer.model, trainer.processor, rollout, "expected").tau.flatten()
+        readable = torch.nonzero(~tau.isnan()).flatten()
+        assert readable.numel() >= 2, rollout.texts
+        broken = replace(rollout, parsed=rollout.parsed.clone())
+        broken.parsed[readable[0]] = float("nan")
+        after = score_traces(trainer.model, trainer.processor, broken, "expected").tau.flatten()
+    assert after[readable[0]].isnan()
+    keep = torch.ones_like(tau, dtype=torch.bool)
+    keep[readable[0]] = False
+    assert torch.allclose(after[keep], tau[keep], equal_nan=True)
 
 
 def test_sampler_matches_generate(world, tmp_path):
