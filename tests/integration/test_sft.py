@@ -75,6 +75,21 @@ def test_two_steps_change_the_parameters(lake, tmp_path, freeze_vision):
     assert trainer.model.training
 
 
+def test_a_frozen_tower_starts_training_at_unfreeze_vision_step_at_its_own_rate(lake, tmp_path):
+    trajectories, principles = stage_args(lake)
+    cfg = dataclasses.replace(FAST, checkpoint_every=0, freeze_vision=True, unfreeze_vision_step=2, vision_lr_ratio=0.1)
+    trainer = SFTTrainer(cfg, lake, trajectories, principles, tmp_path / "run")
+    trainer.setup(resume=False)
+    vision = [p for n, p in trainer.model.named_parameters() if ".visual." in f".{n}"]
+    before = [p.detach().clone() for p in vision]
+    for expect_frozen in (True, True, False):
+        trainer.train_step(trainer.next_batches())
+        trainer.step += 1
+        assert all(torch.equal(a, p.detach()) for a, p in zip(before, vision)) == expect_frozen, trainer.step
+    *decoder, tower = trainer.optimizer.param_groups
+    assert tower["lr"] == pytest.approx(0.1 * decoder[0]["lr"]) and all(p.requires_grad for p in vision)
+
+
 def test_caption_warmup_steps_train_on_captions_only(lake, tmp_path):
     trajectories, principles = stage_args(lake)
     cfg = dataclasses.replace(FAST, caption_warmup_steps=2, checkpoint_every=0)
@@ -127,11 +142,13 @@ def valid_checkpoints(run: Path) -> list[str]:
     return sorted(p.name for p in directory.glob("step-*") if (p / "manifest.json").exists()) if directory.exists() else []
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_resume_after_sigkill_gives_the_uninterrupted_weights(lake, tmp_path, workers):
+@pytest.mark.parametrize("workers, unfreeze", [(1, 0), (2, 0), (1, 6)])
+def test_resume_after_sigkill_gives_the_uninterrupted_weights(lake, tmp_path, workers, unfreeze):
     # Steps slow enough (batch 8) that the kill lands mid-run, after the first checkpoint. With two
-    # workers the kill hits rank 0; the other rank loses its peer and exits.
-    cfg = dataclasses.replace(FAST, batch_size=8, workers=workers, caption_warmup_steps=2, verdict_weight=3.0)
+    # workers the kill hits rank 0; the other rank loses its peer and exits. With ``unfreeze`` the tower
+    # is frozen until step 6: a kill before it resumes a frozen tower, one after it a training one.
+    cfg = dataclasses.replace(FAST, batch_size=8, workers=workers, caption_warmup_steps=2, verdict_weight=3.0,
+                              freeze_vision=unfreeze > 0, unfreeze_vision_step=unfreeze)
     reference = tmp_path / "uninterrupted"
     finish(sft_process(lake, reference, cfg))
 

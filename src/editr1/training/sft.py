@@ -215,6 +215,9 @@ class SFTTrainer:
             {"params": [p for _, p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
             {"params": [p for _, p in params if p.dim() < 2], "weight_decay": 0.0},
         ]
+        if cfg.freeze_vision and cfg.unfreeze_vision_step > 0:  # frozen until then: no gradient, no update
+            groups.append({"params": list(self._visual.parameters()), "weight_decay": cfg.weight_decay,
+                           "lr_ratio": cfg.vision_lr_ratio})
         self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
         n = len(self.train_examples)
         self.sampler = ResumableSampler(n, cfg.seed, min(cfg.batch_size, n), drop_last=True)
@@ -276,6 +279,10 @@ class SFTTrainer:
         else:
             model, processor = load_rrm(cfg.model)
         return model, processor
+
+    @property
+    def _visual(self) -> torch.nn.Module:
+        return _base_model(self.model).model.visual
 
     def _adapt(self, model: torch.nn.Module) -> torch.nn.Module:
         """LoRA adapters (``cfg.lora``) and a frozen vision tower (``cfg.freeze_vision``), as configured."""
@@ -371,7 +378,9 @@ class SFTTrainer:
         """
         batches = [batch] if isinstance(batch, BatchFeature) else list(batch)
         for group in self.optimizer.param_groups:
-            group["lr"] = self.cfg.lr * lr_factor(self.cfg, self.step, self.train_seconds)
+            group["lr"] = self.cfg.lr * lr_factor(self.cfg, self.step, self.train_seconds) * group.get("lr_ratio", 1.0)
+        if self.cfg.freeze_vision and 0 < self.cfg.unfreeze_vision_step <= self.step:
+            self._visual.requires_grad_(True)
         weights = [packed_loss_weights(b) for b in batches]
         counts = [float(w.sum()) if w is not None else int((b["labels"][:, 1:] != IGNORE_INDEX).sum())
                   for b, w in zip(batches, weights)]

@@ -58,6 +58,11 @@ class SFTConfig:
                           "untrained decoder otherwise reaches the pre-trained tower first). Never with a random tower."})
     vision_pretrain_lr: float = field(default=3e-3, metadata={"help": "AdamW learning rate of the vision pre-training."})
     vision_pretrain_batch: int = field(default=64, metadata={"help": "Images per vision pre-training step."})
+    unfreeze_vision_step: int = field(
+        default=0,
+        metadata={"help": "With freeze_vision: from this step on the tower trains too, at vision_lr_ratio × the "
+                          "learning rate (0 = frozen throughout)."})
+    vision_lr_ratio: float = field(default=0.1, metadata={"help": "The tower's learning rate over lr once unfrozen."})
     lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (peft) instead of all weights; "
                                                         "merged into the saved model."})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
