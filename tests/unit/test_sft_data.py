@@ -39,7 +39,7 @@ from editr1.training.data import (
     token_counts,
 )
 from editr1.training.losses import IGNORE_INDEX, sft_token_loss
-from editr1.training.sft import packed_loss_weights, packed_target_logits, self_fed
+from editr1.training.forward import packed_loss_weights, packed_target_logits, self_fed
 
 torch.set_num_threads(1)
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from transformers import BatchFeature, PreTrainedTokenizerFast, Qwen2_5_VLForConditionalGeneration
+from transformers import BatchFeature, PreTrainedTokenizerFast
 
 from editr1.coldstart import load_principles, load_trajectories
 from editr1.evaluation.rrm_eval import headline, pair_kinds, rrm_metrics, score_pairs
@@ -60,14 +60,16 @@ from editr1.training.data import (
     PART_SCORE,
     caption_examples,
     encode_sft_batch,
-    model_inputs,
     sft_examples,
     target_part_ids,
     token_counts,
 )
+from editr1.training.forward import base_model as _base_model
+from editr1.training.forward import packed_loss_weights, packed_target_logits, self_fed
 from editr1.training.losses import IGNORE_INDEX, sft_token_loss
 from editr1.training.sft_config import RUN_FIELDS, SFTConfig, lr_factor
 from editr1.training.vision_pretrain import VisionPretrainer, world_scenes
+from editr1.training.world_captions import WorldCaptions, WorldCaptionSpec
 from editr1.world.truth import WorldTruth
 
 log = logging.getLogger(__name__)
@@ -75,67 +77,6 @@ log = logging.getLogger(__name__)
 _SAYS_NO = re.compile(r"\bno\W*$")
 _PART_NAMES = {PART_DESCRIPTION: "description", PART_FINDING: "finding", PART_CHECK: "check", PART_JSON: "json",
                PART_SCORE: "score"}
-
-
-def packed_target_logits(model: torch.nn.Module, batch: BatchFeature) -> tuple[Tensor, Tensor]:
-    """Logits at the supervised positions only, packed for `sft_token_loss`.
-
-    Runs the decoder over the whole batch but the LM head only where the next token has a label
-    (a prompt is about half the tokens, and V-wide logits there are wasted). Returns
-    (logits [1, N+1, V], labels [1, N+1]) with N supervised tokens: logits[0, i] predicts
-    labels[0, i+1], labels[0, 0] = -100 and the last logit row unused, the layout `sft_token_loss`
-    shifts — so the loss equals ``sft_token_loss(model(**batch).logits, batch["labels"])``.
-    """
-    device = next(model.parameters()).device
-    labels = batch["labels"].to(device)
-    base = _base_model(model)
-    hidden = base.model(**model_inputs(batch, device), use_cache=False).last_hidden_state  # [B, L, H]
-    predicts = labels[:, 1:] != IGNORE_INDEX  # hidden state t predicts token t + 1
-    logits = base.get_output_embeddings()(hidden[:, :-1][predicts])  # [N, V]
-    packed = torch.cat([logits, logits.new_zeros(1, logits.shape[-1])])[None]
-    packed_labels = torch.cat([labels.new_full((1,), IGNORE_INDEX), labels[:, 1:][predicts]])[None]
-    return packed, packed_labels
-
-
-def packed_loss_weights(batch: BatchFeature) -> Tensor | None:
-    """The batch's ``loss_weights`` in the packed layout of `packed_target_logits` ([1, N+1]), or None."""
-    if "loss_weights" not in batch:
-        return None
-    predicts = batch["labels"][:, 1:] != IGNORE_INDEX
-    weights = batch["loss_weights"][:, 1:][predicts]
-    return torch.cat([weights.new_zeros(1), weights])[None]
-
-
-@torch.no_grad()
-def self_fed(model: torch.nn.Module, batch: BatchFeature, prob: float, generator: torch.Generator,
-             banned: Sequence[int] = ()) -> BatchFeature:
-    """Scheduled sampling, parallel form: ``batch`` with each ``self_feed_mask`` token replaced, with
-    probability ``prob``, by a token sampled (temperature 1) from the model's prediction at that
-    position given the teacher's tokens before it; ``labels`` and everything else unchanged. The
-    ``banned`` ids (vision placeholders, special tokens) are never drawn. One no-grad forward;
-    ``generator`` (CPU) draws both the positions and the tokens."""
-    mask = batch["self_feed_mask"]
-    pick = mask & (torch.rand(mask.shape, generator=generator) < prob)
-    if not bool(pick.any()):
-        return batch
-    base = _base_model(model)
-    device = next(model.parameters()).device
-    rows, cols = pick.nonzero(as_tuple=True)  # a target token: cols >= 1, and hidden state cols - 1 predicts it
-    hidden = base.model(**model_inputs(batch, device), use_cache=False).last_hidden_state
-    logits = base.get_output_embeddings()(hidden[rows.to(device), (cols - 1).to(device)]).float().cpu()
-    if banned:
-        logits[:, list(banned)] = float("-inf")
-    drawn = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator).squeeze(1)
-    input_ids = batch["input_ids"].clone()
-    input_ids[rows, cols] = drawn.to(input_ids.dtype)
-    return BatchFeature({**batch, "input_ids": input_ids})
-
-
-def _base_model(model: torch.nn.Module) -> Qwen2_5_VLForConditionalGeneration:
-    """The Qwen2.5-VL model under a peft wrapper (adapters stay injected), or the model itself."""
-    if isinstance(model, Qwen2_5_VLForConditionalGeneration):
-        return model
-    return model.get_base_model()
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, Tensor]:
@@ -153,8 +94,9 @@ class SFTTrainer:
     """
 
     def __init__(self, cfg: SFTConfig, storage: Path, trajectories: Path, principles: Path, out: Path,
-                 init: Path | None = None):
+                 init: Path | None = None, world: WorldCaptionSpec | None = None):
         self.cfg = cfg
+        self.world = world
         self.storage = Path(storage)
         self.trajectories_path = Path(trajectories)
         self.principles_path = Path(principles)
@@ -222,6 +164,9 @@ class SFTTrainer:
         n = len(self.train_examples)
         self.sampler = ResumableSampler(n, cfg.seed, min(cfg.batch_size, n), drop_last=True)
         self.caption_examples = caption_examples(self.train_examples) if cfg.caption_batch_size else []
+        self.world_captions = self._world_captions(train_rows) if cfg.caption_batch_size else None
+        if self.world_captions is not None:
+            self.caption_examples = []  # drawn from the world at every step instead
         self.caption_sampler = (
             ResumableSampler(len(self.caption_examples), cfg.seed + 1,
                              min(cfg.caption_batch_size, len(self.caption_examples)), drop_last=True)
@@ -230,6 +175,20 @@ class SFTTrainer:
         if checkpoint is not None:
             self.resume(checkpoint)
         parallel.broadcast_module(self.model)  # every rank starts from rank 0's weights
+
+    def _world_captions(self, train_rows: list[dict[str, Any]]) -> WorldCaptions | None:
+        """`WorldCaptions` when ``cfg.caption_source`` is world; every image of the lake outside the train
+        split is held out from it."""
+        if self.cfg.caption_source != "world":
+            return None
+        if self.world is None:
+            raise ValueError("sft.caption_source: world needs the world's params (params.yaml `world`, the "
+                             "teacher's reasoning_style)")
+        train = {r["source_sha"] for r in train_rows} | {r["edited_sha"] for r in train_rows}
+        truth = self.truth
+        held_out = [t.scene for t in (*truth.sources(), *truth.edits()) if t.sha not in train]
+        return WorldCaptions(self.world.world, reasoning_style=self.world.reasoning_style, seed=self.cfg.seed,
+                             held_out=held_out)
 
     def _pretrain_vision(self, model: torch.nn.Module, processor: RRMProcessor, train_rows: list[dict[str, Any]],
                          val_rows: list[dict[str, Any]]) -> dict[str, float]:
@@ -363,7 +322,9 @@ class SFTTrainer:
             # Seeded by step and rank, so a resumed run draws the same tokens.
             generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step * 101 + parallel.rank())
             batches = [self_fed(self.model, b, cfg.self_feed, generator, self._never_fed) for b in batches]
-        if self.caption_sampler is not None:
+        if self.world_captions is not None:
+            batches.append(encode_sft_batch(self.processor, self.world_captions.batch(self.step, cfg.caption_batch_size)))
+        elif self.caption_sampler is not None:
             captions = [self.caption_examples[i] for i in parallel.shard(self.caption_sampler.next_batch())]
             batches.append(encode_sft_batch(self.processor, captions))
         return batches
@@ -548,20 +509,20 @@ class SFTTrainer:
 
 
 def run_sft(cfg: SFTConfig, storage: Path, trajectories: Path, principles: Path, out: Path, *,
-            init: Path | None = None, resume: bool = True) -> dict[str, float]:
+            init: Path | None = None, resume: bool = True, world: WorldCaptionSpec | None = None) -> dict[str, float]:
     """The `sft` stage: train, evaluate, checkpoint, resume; returns the final metrics (see module docstring).
 
     init: start from this `save_rrm` model (its tokenizer too) instead of building or loading
     ``cfg.model`` — "SFT continued" controls. resume: continue from the newest valid checkpoint
-    under ``out/checkpoints`` when there is one.
+    under ``out/checkpoints`` when there is one. world: for ``cfg.caption_source`` world.
     """
-    return parallel.launch(_run_rank, cfg.workers, (cfg, storage, trajectories, principles, out, init, resume),
+    return parallel.launch(_run_rank, cfg.workers, (cfg, storage, trajectories, principles, out, init, resume, world),
                            workdir=Path(out))
 
 
 def _run_rank(cfg: SFTConfig, storage: Path, trajectories: Path, principles: Path, out: Path, init: Path | None,
-              resume: bool) -> dict[str, float]:
-    trainer = SFTTrainer(cfg, storage, trajectories, principles, out, init=init)
+              resume: bool, world: WorldCaptionSpec | None) -> dict[str, float]:
+    trainer = SFTTrainer(cfg, storage, trajectories, principles, out, init=init, world=world)
     trainer.setup(resume=resume)
     trainer.train()
     return trainer.finish()
@@ -591,7 +552,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     metrics = run_sft(cfg, args.storage, args.trajectories or args.storage / "rrm" / "trajectories.parquet",
                       args.principles or args.storage / "rrm" / "principles.parquet", args.out,
-                      init=args.init, resume=not args.no_resume)
+                      init=args.init, resume=not args.no_resume,
+                      world=WorldCaptionSpec.from_params(args.params) if cfg.caption_source == "world" else None)
     print(json.dumps(metrics, indent=2, sort_keys=True))
 
 
