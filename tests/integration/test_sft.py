@@ -25,7 +25,6 @@ from safetensors.torch import load_file
 
 from editr1.demo import run_demo
 from editr1.training.sft import SFTConfig, SFTTrainer, run_sft
-from editr1.training.world_captions import WorldCaptionSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -89,28 +88,6 @@ def test_a_frozen_tower_starts_training_at_unfreeze_vision_step_at_its_own_rate(
         assert all(torch.equal(a, p.detach()) for a, p in zip(before, vision)) == expect_frozen, trainer.step
     *decoder, tower = trainer.optimizer.param_groups
     assert tower["lr"] == pytest.approx(0.1 * decoder[0]["lr"]) and all(p.requires_grad for p in vision)
-
-
-def test_world_captions_are_new_pairs_every_step(lake, tmp_path):
-    trajectories, principles = stage_args(lake)
-    cfg = dataclasses.replace(FAST, caption_source="world", checkpoint_every=0)
-    with pytest.raises(ValueError, match="caption_source: world needs"):
-        SFTTrainer(cfg, lake, trajectories, principles, tmp_path / "none").setup(resume=False)
-    trainer = SFTTrainer(cfg, lake, trajectories, principles, tmp_path / "run",
-                         world=WorldCaptionSpec.from_params(lake / "params.yaml"))
-    trainer.setup(resume=False)
-    assert trainer.world_captions is not None and not trainer.caption_examples
-    decode = trainer.processor.tokenizer.decode
-    captions = []
-    for _ in range(2):
-        judge, caption = trainer.next_batches()
-        assert "Questions:" in decode(judge["input_ids"][0]) and "Questions:" not in decode(caption["input_ids"][0])
-        captions.append([decode(ids) for ids in caption["input_ids"]])
-        assert torch.isfinite(torch.tensor(trainer.train_step([judge, caption])))
-        trainer.step += 1
-    assert captions[0] != captions[1]
-    train_lines = {r.target.split("\n")[0] for r in trainer.train_examples}
-    assert not any(line in text for text in captions[0] for line in train_lines)
 
 
 def test_caption_warmup_steps_train_on_captions_only(lake, tmp_path):

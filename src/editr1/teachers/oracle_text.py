@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from editr1.rrm.principles import Principle
 from editr1.world.facts import EditFacts
 from editr1.world.instructions import EditSpec
-from editr1.world.scene import NO_EFFECTS, POSITION_NAMES, ImageEffects, Scene, Shape, position_name, strictly_between
+from editr1.world.scene import NO_EFFECTS, ImageEffects, Scene, Shape, position_name, strictly_between
 
 ROLES = ("attribute", "target", "complete", "changed", "keep", "noise", "blur", "border")
 
@@ -112,34 +112,6 @@ def describe_changes(source: Scene, edited: Scene, effects: ImageEffects) -> str
     parts += [f"new {_shape(s, grid)}" for s in _reading_order(s for s in edited.shapes if s.id not in source.ids())]
     background = _side(_background(source), _background(edited))
     return f"{', '.join(parts or ['no shapes'])}, on {background}{_damage(effects)}"
-
-
-def _in_cells(scene: Scene) -> dict[tuple[int, int], str]:
-    """What each grid cell holds, by the shape nearest its centre ("small red circle", "red circle half-way"
-    for one stopped between cells, "red circle and blue star" for two); cells without one are left out."""
-    grid, held = scene.grid_size, {}
-    for s in _reading_order(scene.shapes):
-        cell = (min(grid - 1, max(0, round(s.row))), min(grid - 1, max(0, round(s.col))))
-        name = f"{'small ' if s.scale < 1 else ''}{_paint(s)} {s.kind}{'' if cell == s.cell else ' half-way'}"
-        held[cell] = f"{held[cell]} and {name}" if cell in held else name
-    return held
-
-
-def describe_cells(source: Scene, edited: Scene, effects: ImageEffects) -> str:
-    """Cell by cell, every cell in reading order, e.g. "top left: red circle → same, top: empty → blue
-    star, top right: empty, …, on gray → same; blurry" (`reasoning_style: cells`).
-
-    The same nine places in the same order in every trace: the place word the RRM has just written is
-    what it looks up the two images' tokens of that cell with, and nothing is to be decided about which
-    shape comes next (with `side_by_side` the next non-empty cell has to be found first).
-    """
-    before, after = _in_cells(source), _in_cells(edited)
-    parts = []
-    for r, row in enumerate(POSITION_NAMES[source.grid_size]):
-        for c, place in enumerate(row):
-            a, b = before.get((r, c), "empty"), after.get((r, c), "empty")
-            parts.append(f"{place}: {'empty' if a == b == 'empty' else _side(a, b)}")
-    return f"{', '.join(parts)}, on {_side(_background(source), _background(edited))}{_damage(effects)}"
 
 
 def _after(v: View, shape_id: int | None) -> Shape | None:
@@ -450,8 +422,6 @@ def descriptions(style: str, source: Scene, edited: Scene,
     """The phrasings and the {source} and {edited} texts of a trace in `TeacherConfig.reasoning_style`."""
     if style == "side_by_side":
         return SIDE_BY_SIDE_TEMPLATES, describe_changes(source, edited, effects), ""
-    if style == "cells":
-        return SIDE_BY_SIDE_TEMPLATES, describe_cells(source, edited, effects), ""
     return TEMPLATES, describe(source, NO_EFFECTS), describe(edited, effects)
 
 

@@ -15,7 +15,7 @@ from editr1.world.params import BACKGROUND_COLORS, QUALITY_PRINCIPLES, SHAPE_COL
 
 TEACHER_KINDS = ("oracle", "openai", "hf")
 RUBRICS = ("weighted", "annotators")
-REASONING_STYLES = ("scenes", "side_by_side", "cells")
+REASONING_STYLES = ("scenes", "side_by_side")
 
 
 @dataclass(frozen=True)
@@ -73,9 +73,8 @@ class TeacherConfig:
         metadata={"help": "Oracle: how a trace describes the images before its check lines: side_by_side = each "
                   "shape's source state next to its edited state (\"red circle top left → green circle top "
                   "left\"); scenes = the source, then the edited image (\"source: red circle top left. edited: "
-                  "green circle top left.\"); cells = all nine grid cells in reading order, each with what it "
-                  "holds in both images (\"top left: red circle → same, top: empty, …\"). The tiny RRM orders "
-                  "test pairs better after side_by_side SFT than after scenes (README, \"Training the RRM\")."},
+                  "green circle top left.\"). The tiny RRM orders test pairs better after side_by_side SFT "
+                  "(README, \"Training the RRM\")."},
     )
     score_decimals: int = field(
         default=0,

@@ -31,7 +31,6 @@ from editr1.lake.objects import open_object_store
 from editr1.teachers.factory import build_teacher
 from editr1.training.gcpo import GCPOConfig, run_gcpo
 from editr1.training.sft import SFTConfig, run_sft
-from editr1.training.world_captions import WorldCaptionSpec
 
 
 def control_config(sft: SFTConfig, seconds: float, steps: int = 0) -> SFTConfig:
@@ -43,9 +42,8 @@ def control_config(sft: SFTConfig, seconds: float, steps: int = 0) -> SFTConfig:
                    workers=1)
 
 
-def _control(cfg: SFTConfig, storage: Path, trajectories: Path, principles: Path, out: Path, init: Path,
-             world: WorldCaptionSpec | None) -> dict:
-    return run_sft(cfg, storage, trajectories, principles, out, init=init, world=world)
+def _control(cfg: SFTConfig, storage: Path, trajectories: Path, principles: Path, out: Path, init: Path) -> dict:
+    return run_sft(cfg, storage, trajectories, principles, out, init=init)
 
 
 def run_rrm_training(storage: Path, params_path: Path, out: Path) -> dict[str, Any]:
@@ -59,8 +57,7 @@ def run_rrm_training(storage: Path, params_path: Path, out: Path) -> dict[str, A
     result: dict[str, Any] = {}
 
     started = time.perf_counter()
-    world = WorldCaptionSpec.from_params(params_path) if sft_cfg.caption_source == "world" else None
-    result["sft"] = run_sft(sft_cfg, storage, trajectories, principles, out / "sft", world=world)
+    result["sft"] = run_sft(sft_cfg, storage, trajectories, principles, out / "sft")
     result["sft_seconds"] = round(time.perf_counter() - started, 1)
     sft_model = out / "sft" / "model"
 
@@ -69,14 +66,14 @@ def run_rrm_training(storage: Path, params_path: Path, out: Path) -> dict[str, A
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
             control = pool.submit(_control, control_config(sft_cfg, gcpo_cfg.max_seconds), storage, trajectories,
-                                  principles, out / "control", sft_model, world)
+                                  principles, out / "control", sft_model)
             result["gcpo"] = run_gcpo(gcpo_cfg, storage, sft_model, trajectories, principles, out / "gcpo")
             result["control"] = control.result()
     else:  # a step-bounded GCPO run: the control gets the wall-clock time GCPO took
         result["gcpo"] = run_gcpo(gcpo_cfg, storage, sft_model, trajectories, principles, out / "gcpo")
         seconds = time.perf_counter() - started
         result["control"] = _control(control_config(sft_cfg, seconds), storage, trajectories, principles,
-                                     out / "control", sft_model, world)
+                                     out / "control", sft_model)
     result["rl_seconds"] = round(time.perf_counter() - started, 1)
 
     curate_cfg = load_config(CurateConfig, "curate", params_path)

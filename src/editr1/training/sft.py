@@ -69,7 +69,6 @@ from editr1.training.forward import packed_loss_weights, packed_target_logits, s
 from editr1.training.losses import IGNORE_INDEX, sft_token_loss
 from editr1.training.sft_config import RUN_FIELDS, SFTConfig, lr_factor
 from editr1.training.vision_pretrain import VisionPretrainer, world_scenes
-from editr1.training.world_captions import WorldCaptions, WorldCaptionSpec
 from editr1.world.truth import WorldTruth
 
 log = logging.getLogger(__name__)
@@ -94,9 +93,8 @@ class SFTTrainer:
     """
 
     def __init__(self, cfg: SFTConfig, storage: Path, trajectories: Path, principles: Path, out: Path,
-                 init: Path | None = None, world: WorldCaptionSpec | None = None):
+                 init: Path | None = None):
         self.cfg = cfg
-        self.world = world
         self.storage = Path(storage)
         self.trajectories_path = Path(trajectories)
         self.principles_path = Path(principles)
@@ -164,9 +162,6 @@ class SFTTrainer:
         n = len(self.train_examples)
         self.sampler = ResumableSampler(n, cfg.seed, min(cfg.batch_size, n), drop_last=True)
         self.caption_examples = caption_examples(self.train_examples) if cfg.caption_batch_size else []
-        self.world_captions = self._world_captions(train_rows) if cfg.caption_batch_size else None
-        if self.world_captions is not None:
-            self.caption_examples = []  # drawn from the world at every step instead
         self.caption_sampler = (
             ResumableSampler(len(self.caption_examples), cfg.seed + 1,
                              min(cfg.caption_batch_size, len(self.caption_examples)), drop_last=True)
@@ -175,20 +170,6 @@ class SFTTrainer:
         if checkpoint is not None:
             self.resume(checkpoint)
         parallel.broadcast_module(self.model)  # every rank starts from rank 0's weights
-
-    def _world_captions(self, train_rows: list[dict[str, Any]]) -> WorldCaptions | None:
-        """`WorldCaptions` when ``cfg.caption_source`` is world; every image of the lake outside the train
-        split is held out from it."""
-        if self.cfg.caption_source != "world":
-            return None
-        if self.world is None:
-            raise ValueError("sft.caption_source: world needs the world's params (params.yaml `world`, the "
-                             "teacher's reasoning_style)")
-        train = {r["source_sha"] for r in train_rows} | {r["edited_sha"] for r in train_rows}
-        truth = self.truth
-        held_out = [t.scene for t in (*truth.sources(), *truth.edits()) if t.sha not in train]
-        return WorldCaptions(self.world.world, reasoning_style=self.world.reasoning_style, seed=self.cfg.seed,
-                             held_out=held_out)
 
     def _pretrain_vision(self, model: torch.nn.Module, processor: RRMProcessor, train_rows: list[dict[str, Any]],
                          val_rows: list[dict[str, Any]]) -> dict[str, float]:
@@ -322,9 +303,7 @@ class SFTTrainer:
             # Seeded by step and rank, so a resumed run draws the same tokens.
             generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step * 101 + parallel.rank())
             batches = [self_fed(self.model, b, cfg.self_feed, generator, self._never_fed) for b in batches]
-        if self.world_captions is not None:
-            batches.append(encode_sft_batch(self.processor, self.world_captions.batch(self.step, cfg.caption_batch_size)))
-        elif self.caption_sampler is not None:
+        if self.caption_sampler is not None:
             captions = [self.caption_examples[i] for i in parallel.shard(self.caption_sampler.next_batch())]
             batches.append(encode_sft_batch(self.processor, captions))
         return batches
@@ -509,20 +488,20 @@ class SFTTrainer:
 
 
 def run_sft(cfg: SFTConfig, storage: Path, trajectories: Path, principles: Path, out: Path, *,
-            init: Path | None = None, resume: bool = True, world: WorldCaptionSpec | None = None) -> dict[str, float]:
+            init: Path | None = None, resume: bool = True) -> dict[str, float]:
     """The `sft` stage: train, evaluate, checkpoint, resume; returns the final metrics (see module docstring).
 
     init: start from this `save_rrm` model (its tokenizer too) instead of building or loading
     ``cfg.model`` — "SFT continued" controls. resume: continue from the newest valid checkpoint
-    under ``out/checkpoints`` when there is one. world: for ``cfg.caption_source`` world.
+    under ``out/checkpoints`` when there is one.
     """
-    return parallel.launch(_run_rank, cfg.workers, (cfg, storage, trajectories, principles, out, init, resume, world),
+    return parallel.launch(_run_rank, cfg.workers, (cfg, storage, trajectories, principles, out, init, resume),
                            workdir=Path(out))
 
 
 def _run_rank(cfg: SFTConfig, storage: Path, trajectories: Path, principles: Path, out: Path, init: Path | None,
-              resume: bool, world: WorldCaptionSpec | None) -> dict[str, float]:
-    trainer = SFTTrainer(cfg, storage, trajectories, principles, out, init=init, world=world)
+              resume: bool) -> dict[str, float]:
+    trainer = SFTTrainer(cfg, storage, trajectories, principles, out, init=init)
     trainer.setup(resume=resume)
     trainer.train()
     return trainer.finish()
@@ -552,8 +531,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     metrics = run_sft(cfg, args.storage, args.trajectories or args.storage / "rrm" / "trajectories.parquet",
                       args.principles or args.storage / "rrm" / "principles.parquet", args.out,
-                      init=args.init, resume=not args.no_resume,
-                      world=WorldCaptionSpec.from_params(args.params) if cfg.caption_source == "world" else None)
+                      init=args.init, resume=not args.no_resume)
     print(json.dumps(metrics, indent=2, sort_keys=True))
 
 

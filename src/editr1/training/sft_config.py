@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 
 from editr1.models.rrm import TinyRRMSpec
 
-CAPTION_SOURCES = ("train", "world")
 SCHEDULES = ("cosine", "constant")
 TOKENIZERS = ("phrase", "word")
 
@@ -86,11 +85,6 @@ class SFTConfig:
         metadata={"help": "Caption examples per optimizer step, in their own micro-batch (0 = none): the two "
                           "images with a short request → the first line of the trajectory (the teacher's "
                           "description of both images). Short examples that train perception cheaply."})
-    caption_source: str = field(
-        default="train",
-        metadata={"help": "Where caption examples come from: train = the train trajectories' description lines; "
-                          "world = new image pairs drawn from the synthetic world at every step and described in "
-                          "the teacher's reasoning style (editr1.training.world_captions; needs the world's params)."})
     description_weight: float = field(
         default=1.0,
         metadata={"help": "Loss weight of the description line a judgement opens with (its perception part) "
@@ -157,8 +151,6 @@ class SFTConfig:
                              "(a frozen random vision tower sees nothing)")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"sft.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if self.caption_source not in CAPTION_SOURCES:
-            raise ValueError(f"sft.caption_source must be one of {CAPTION_SOURCES}, got {self.caption_source!r}")
         if self.tiny_tokenizer not in TOKENIZERS:
             raise ValueError(f"sft.tiny_tokenizer must be one of {TOKENIZERS}, got {self.tiny_tokenizer!r}")
         if self.max_steps <= 0 and self.max_seconds <= 0:
