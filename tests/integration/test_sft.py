@@ -75,6 +75,19 @@ def test_two_steps_change_the_parameters(lake, tmp_path, freeze_vision):
     assert trainer.model.training
 
 
+def test_lora_trains_the_adapters_only(lake, tmp_path):
+    trajectories, principles = stage_args(lake)
+    cfg = dataclasses.replace(FAST, checkpoint_every=0, lora=True, lora_r=4, lora_alpha=8, freeze_vision=True)
+    trainer = SFTTrainer(cfg, lake, trajectories, principles, tmp_path / "run")
+    trainer.setup(resume=False)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    for _ in range(2):
+        assert torch.isfinite(torch.tensor(trainer.train_step(trainer.next_batches())))
+        trainer.step += 1
+    changed = {n for n, p in trainer.model.named_parameters() if not torch.equal(before[n], p.detach())}
+    assert changed and all("lora_" in n for n in changed), sorted(changed)[:5]
+
+
 def test_a_frozen_tower_starts_training_at_unfreeze_vision_step_at_its_own_rate(lake, tmp_path):
     trajectories, principles = stage_args(lake)
     cfg = dataclasses.replace(FAST, checkpoint_every=0, freeze_vision=True, unfreeze_vision_step=2, vision_lr_ratio=0.1)

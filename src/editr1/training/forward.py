@@ -71,4 +71,4 @@ def base_model(model: torch.nn.Module) -> Qwen2_5_VLForConditionalGeneration:
     """The Qwen2.5-VL model under a peft wrapper (adapters stay injected), or the model itself."""
     if isinstance(model, Qwen2_5_VLForConditionalGeneration):
         return model
-    return model.getbase_model()
+    return model.get_base_model()
