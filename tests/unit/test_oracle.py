@@ -266,6 +266,26 @@ def test_lower_temperature_makes_fewer_errors(small):
     assert errors[0.0] < errors[1.0] < errors[2.0], errors
 
 
+def test_graded_rubric_is_the_annotators_formula_with_the_teachers_weights(small):
+    _, truth = small
+    flaws = dict(random_error_rate=0.0, blind_to_background_changes=False, confused_colors=())
+    human = dict(WORLD.quality_weights)
+    scores = {}
+    for name, overrides in {"annotators": dict(rubric="annotators"),
+                            "graded, annotators' weights": dict(rubric="graded", rubric_weights=human),
+                            "graded, keep 0.1": dict(rubric="graded", rubric_weights={
+                                "follow": 0.75, "keep": 0.1, "quality": 0.15})}.items():
+        oracle = teacher(truth, **flaws, **overrides)
+        scores[name] = {e.sha: (e.kind, parse_output(oracle.traces([quad_of(oracle, e)], k=1, temperature=0.0)[0][0])
+                                .score) for e in truth.edits()}
+    assert scores["annotators"] == scores["graded, annotators' weights"]
+    light = scores["graded, keep 0.1"]
+    extra = [sha for sha, (kind, _) in light.items() if kind == "extra_change"]
+    assert extra and all(light[sha][1] > scores["annotators"][sha][1] for sha in extra)  # keep weighs less
+    correct = [sha for sha, (kind, _) in light.items() if kind == "correct"]
+    assert correct and all(light[sha][1] == 10 for sha in correct)
+
+
 def test_rubric_orders_some_pair_kinds_unlike_the_annotators_unless_perfect(big):
     out, truth = big
     sha = {json.loads(line)["image"]: json.loads(line)["sha256"]

@@ -56,6 +56,7 @@ extra_change>wrong_color (all >80% right). The perfect teacher orders no pair wr
 
 from __future__ import annotations
 
+
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
@@ -161,6 +162,9 @@ def rubric_score(checks: Sequence[Check], verdicts: Sequence[int], category: str
     """The teacher's final score of its own verdicts (module docstring), rounded."""
     if flaws.rubric == "annotators":
         value = human_quality(implied_facts(checks, verdicts, category), world)
+    elif flaws.rubric == "graded":
+        own = replace(world, quality_weights=dict(flaws.rubric_weights))
+        value = human_quality(implied_facts(checks, verdicts, category), own)
     else:
         means, weights = [], []
         for group, weight in flaws.rubric_weights.items():

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from editr1.world.params import BACKGROUND_COLORS, QUALITY_PRINCIPLES, SHAPE_COLORS
 
 TEACHER_KINDS = ("oracle", "openai", "hf")
-RUBRICS = ("weighted", "annotators")
+RUBRICS = ("weighted", "graded", "annotators")
 REASONING_STYLES = ("scenes", "side_by_side")
 
 
@@ -58,12 +58,14 @@ class TeacherConfig:
     rubric: str = field(
         default="weighted",
         metadata={"help": f"Oracle's final score, one of {', '.join(RUBRICS)}: weighted = 10 x the "
-                  "rubric_weights-weighted mean of its verdicts per principle category; annotators = the "
-                  "world's human_quality of the facts its verdicts imply."},
+                  "rubric_weights-weighted mean of its verdicts per principle category; graded = the "
+                  "annotators' graded penalties of the facts its verdicts imply, weighed by rubric_weights "
+                  "instead of the annotators' quality_weights; annotators = the world's human_quality of "
+                  "those facts."},
     )
     rubric_weights: Mapping[str, float] = field(
         default_factory=lambda: {"follow": 0.7, "keep": 0.1, "quality": 0.2},
-        metadata={"help": "Oracle's weighted rubric: weight of each principle category (sum 1). The default "
+        metadata={"help": "Oracle's weighted and graded rubrics: weight of each principle category (sum 1). The default "
                   "puts follow far above keep, unlike the annotators (0.45 / 0.4 / 0.15): one unrequested "
                   "change costs it 0.3 point (annotators: 3), so it scores an extra_change edit like a "
                   "correct one and above a partial or wrong-colour one, while one artefact still costs 0.7."},
