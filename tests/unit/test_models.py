@@ -315,3 +315,25 @@ def test_measure_size_and_speed(rrm):
         f"generate(batch 8, 64 tokens)={min(gen_times):.3f}s new_tokens={int(out.completion_mask.sum())}"
     )
     assert n_params < 1_000_000
+
+
+def test_paired_frames_give_later_images_the_first_as_frame_zero(tokenizer, tmp_path):
+    spec = TinyRRMSpec(paired_frames=True)
+    processor = build_processor(tokenizer, spec)
+    plain = build_processor(tokenizer, TinyRRMSpec())
+    assert processor.paired_frames and not plain.paired_frames
+    messages = [conversation(PROMPTS[i]) for i in range(2)]
+    images = [[image("red"), image("blue")], [image("green"), image("purple")]]
+    paired, still = encode_batch(processor, messages, images), encode_batch(plain, messages, images)
+    for key in ("input_ids", "attention_mask", "image_grid_thw"):
+        assert torch.equal(paired[key], still[key])
+    frames = [p.view(16, 3, 2, 14 * 14) for p in paired["pixel_values"].split(16)]
+    originals = [p.view(16, 3, 2, 14 * 14) for p in still["pixel_values"].split(16)]
+    for first, later in ((0, 1), (2, 3)):  # each example: source, then edited image
+        assert torch.equal(frames[first], originals[first])  # a source is still repeated over both frames
+        assert torch.equal(frames[later][:, :, 0], originals[first][:, :, 0])
+        assert torch.equal(frames[later][:, :, 1], originals[later][:, :, 1])
+    save_processor(processor, tmp_path)
+    assert load_processor(tmp_path).paired_frames
+    save_processor(plain, tmp_path / "plain")
+    assert not load_processor(tmp_path / "plain").paired_frames

@@ -96,3 +96,40 @@ def test_one_token_per_cell_holds_its_own_cell(tmp_path, one_thread):
     after = pretrainer.accuracy(held_out)
     assert after["background"] == 1.0 and after["color"] == 1.0 > start["color"], (start, after)
     assert after["kind"] > start["kind"] and after["position"] > POSITION_BAR > start["position"], (start, after)
+
+
+def test_paired_frames_teach_each_edited_token_its_source_cell(tmp_path, one_thread):
+    """With paired frames the edited image's tokens also see the source (its first frame); the
+    pre-training adds the source's colour and kind per token, learned from (source, edit) pairs."""
+    torch.manual_seed(0)
+    tokenizer = train_tokenizer(["a red circle on gray", "<score>7</score>"], 300, tmp_path / "tok")
+    spec = TinyRRMSpec(vocab_size=300, patch_size=14, image_min_pixels=84 * 84, image_max_pixels=84 * 84,
+                       paired_frames=True)
+    model, processor = build_tiny_rrm(spec, tokenizer), build_processor(tokenizer, spec)
+    rng = random.Random(2)
+    scenes = {f"src{i}": random_scene(rng) for i in range(24)}
+    for i in range(24):  # each edit recolours the source's first shape
+        first, *rest = scenes[f"src{i}"].shapes
+        colour = next(c for c in COLORS if c != first.color)
+        scenes[f"edit{i}"] = Scene(scenes[f"src{i}"].background, (Shape(0, first.kind, colour, first.row, first.col),
+                                                                  *rest))
+    images = {sha: render(scene, 84) for sha, scene in scenes.items()}
+    pairs = [(f"src{i}", f"edit{i}") for i in range(24)]
+    pretrainer = VisionPretrainer(model, processor, images.__getitem__, scenes, seed=0, lr=3e-3, batch_size=16,
+                                  pairs=pairs + [("src0", "src0"), ("src0", "missing")])
+    assert len(pretrainer.items) == 48 + 24  # every image alone, and every known edit with its source
+    vocab = pretrainer.vocab
+    assert pretrainer.head.out_features == 2 * (len(vocab.colors) + len(vocab.kinds)) + 2 * vocab.grid_size
+
+    def source_colour_accuracy() -> float:
+        with torch.no_grad():
+            _, _, _, extra = pretrainer._logits(pairs)
+        idx = torch.tensor([pretrainer.index[p] for p in pairs])
+        guess = extra[..., 2 * vocab.grid_size:2 * vocab.grid_size + len(vocab.colors)].argmax(-1)
+        return float((guess == pretrainer.first_colors[idx]).float().mean())
+
+    start = source_colour_accuracy()
+    for _ in range(150):
+        pretrainer.step()
+    after = source_colour_accuracy()
+    assert after > 0.95 > start, (start, after)  # the edited image's tokens name what the source had there

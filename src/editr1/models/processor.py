@@ -19,10 +19,12 @@ back to 1-D text positions for the image tokens.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
 from PIL import Image
 from transformers import AutoTokenizer, BatchFeature, PreTrainedTokenizerBase, Qwen2_5_VLProcessor
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
     from editr1.models.rrm import TinyRRMSpec
 
 Message = dict[str, Any]
+SETTINGS_FILE = "editr1_processor.json"
 
 
 class RRMProcessor(Qwen2_5_VLProcessor):
@@ -41,7 +44,13 @@ class RRMProcessor(Qwen2_5_VLProcessor):
     The parent's type check looks a None video processor up in the auto mapping and fails with
     ``AttributeError: type object 'VIDEO_PROCESSOR_MAPPING' has no attribute '_extra_content'``.
     Do not call `save_pretrained` on it: use `save_processor`.
+
+    ``paired_frames`` (tiny RRMs built with `TinyRRMSpec.paired_frames`): `encode_batch` gives every
+    later image of an example the example's first image as its first temporal frame (see
+    `with_first_frame`), so each token of the edited image shows its cell before and after the edit.
     """
+
+    paired_frames: bool = False
 
     def check_argument_for_proper_class(self, argument_name: str, argument: Any) -> Any:
         if argument_name == "video_processor" and argument is None:
@@ -60,7 +69,9 @@ def build_processor(tokenizer: PreTrainedTokenizerBase, spec: TinyRRMSpec) -> RR
         temporal_patch_size=spec.temporal_patch_size,
         merge_size=spec.spatial_merge_size,
     )
-    return _assemble(tokenizer, image_processor)
+    processor = _assemble(tokenizer, image_processor)
+    processor.paired_frames = spec.paired_frames
+    return processor
 
 
 def _assemble(tokenizer: PreTrainedTokenizerBase, image_processor: Qwen2VLImageProcessorPil) -> RRMProcessor:
@@ -84,6 +95,8 @@ def save_processor(processor: RRMProcessor, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     processor.tokenizer.save_pretrained(out_dir)
     processor.image_processor.save_pretrained(out_dir)
+    if processor.paired_frames:
+        (out_dir / SETTINGS_FILE).write_text(json.dumps({"paired_frames": True}) + "\n")
 
 
 def load_processor(path_or_id: str | Path) -> RRMProcessor:
@@ -96,7 +109,28 @@ def load_processor(path_or_id: str | Path) -> RRMProcessor:
     source = str(path_or_id)
     tokenizer = AutoTokenizer.from_pretrained(source)
     image_processor = Qwen2VLImageProcessorPil.from_pretrained(source)
-    return _assemble(tokenizer, image_processor)
+    processor = _assemble(tokenizer, image_processor)
+    settings = Path(source) / SETTINGS_FILE
+    if settings.is_file():
+        processor.paired_frames = bool(json.loads(settings.read_text()).get("paired_frames", False))
+    return processor
+
+
+def with_first_frame(pixel_values: torch.Tensor, first: torch.Tensor, temporal_patch_size: int,
+                     patch_size: int) -> torch.Tensor:
+    """Patches ``pixel_values`` (n, C*T*P*P, one image) with frame 0 of every patch taken from
+    ``first`` (the same layout: another image of the same size). Qwen2.5-VL repeats a still image
+    over its T = 2 temporal frames; given (source, edited) instead, its 3-D patch embedding sees each
+    cell before and after the edit in one token, so telling "changed" from "same" is local to a token."""
+    if temporal_patch_size < 2:
+        raise ValueError("paired frames need temporal_patch_size >= 2")
+    if pixel_values.shape != first.shape:
+        raise ValueError(f"paired frames need images of the same size: {tuple(pixel_values.shape)} vs "
+                         f"{tuple(first.shape)}")
+    n = pixel_values.shape[0]
+    out = pixel_values.clone().view(n, -1, temporal_patch_size, patch_size * patch_size)
+    out[:, :, 0] = first.view(n, -1, temporal_patch_size, patch_size * patch_size)[:, :, 0]
+    return out.view(n, -1)
 
 
 def render_chat(processor: RRMProcessor, messages: list[Message], add_generation_prompt: bool = True) -> str:
@@ -128,4 +162,15 @@ def encode_batch(
         if text.count(IMAGE_PAD) != len(images):
             raise ValueError(f"example {i}: {text.count(IMAGE_PAD)} image items but {len(images)} images")
     flat_images = [image for images in images_list for image in images]
-    return processor(text=texts, images=flat_images or None, padding=True, return_tensors="pt")
+    batch = processor(text=texts, images=flat_images or None, padding=True, return_tensors="pt")
+    if processor.paired_frames and flat_images:
+        image_processor = processor.image_processor
+        patches = list(batch["pixel_values"].split(batch["image_grid_thw"].prod(dim=1).tolist()))
+        start = 0
+        for images in images_list:
+            for later in range(start + 1, start + len(images)):
+                patches[later] = with_first_frame(patches[later], patches[start], image_processor.temporal_patch_size,
+                                                  image_processor.patch_size)
+            start += len(images)
+        batch["pixel_values"] = torch.cat(patches)
+    return batch

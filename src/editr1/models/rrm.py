@@ -82,6 +82,12 @@ class TinyRRMSpec:
         default=2,
         metadata={"help": "Frames per patch (an image is repeated to fill it)."},
     )
+    paired_frames: bool = field(
+        default=False,
+        metadata={"help": "Feed the edited image with the source as its first temporal frame "
+                          "(`editr1.models.processor.with_first_frame`): each of its tokens sees its cell before and "
+                          "after the edit."},
+    )
     image_min_pixels: int = field(
         default=56 * 56,
         metadata={"help": "Smallest resized image area; sides snap to multiples of patch_size * spatial_merge_size."},

@@ -181,8 +181,9 @@ class SFTTrainer:
             raise ValueError("sft.vision_pretrain_steps > 0 needs the world's scene graphs (synthetic-world "
                              "batches) for the train images; set it to 0 for other data")
         started = time.perf_counter()
+        pairs = [(row["source_sha"], row["edited_sha"]) for row in train_rows]
         pretrainer = VisionPretrainer(model, processor, self.images, scenes, seed=cfg.seed,
-                                      lr=cfg.vision_pretrain_lr, batch_size=cfg.vision_pretrain_batch)
+                                      lr=cfg.vision_pretrain_lr, batch_size=cfg.vision_pretrain_batch, pairs=pairs)
         loss = math.nan
         lead = parallel.rank() == 0
         for step in range(cfg.vision_pretrain_steps):

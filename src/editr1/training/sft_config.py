@@ -34,6 +34,10 @@ class SFTConfig:
     tiny_text_intermediate: int = field(default=256, metadata={"help": "Tiny RRM: MLP inner size."})
     tiny_rope_theta: float = field(
         default=10.0, metadata={"help": "Tiny RRM: RoPE base; low so a few image tokens get distinct 2-D positions."})
+    tiny_paired_frames: bool = field(
+        default=False, metadata={"help": "Tiny RRM: the edited image gets the source as its first temporal "
+                                         "frame (TinyRRMSpec.paired_frames); the vision pre-training then also "
+                                         "learns the source's cells from the edited image's tokens."})
     tiny_vision_depth: int = field(default=2, metadata={"help": "Tiny RRM: vision transformer blocks."})
     tiny_vision_hidden: int = field(default=32, metadata={"help": "Tiny RRM: vision hidden size."})
     tiny_vision_heads: int = field(default=2, metadata={"help": "Tiny RRM: vision attention heads."})
@@ -179,6 +183,7 @@ class SFTConfig:
             vocab_size=self.tiny_vocab_size, hidden_size=self.tiny_text_hidden, num_layers=self.tiny_text_layers,
             num_heads=self.tiny_text_heads, num_kv_heads=self.tiny_text_kv_heads,
             intermediate_size=self.tiny_text_intermediate, rope_theta=self.tiny_rope_theta,
+            paired_frames=self.tiny_paired_frames,
             vision_depth=self.tiny_vision_depth, vision_hidden_size=self.tiny_vision_hidden,
             vision_num_heads=self.tiny_vision_heads, vision_intermediate_size=self.tiny_vision_intermediate,
             image_min_pixels=self.tiny_image_pixels, image_max_pixels=self.tiny_image_pixels,
