@@ -56,7 +56,6 @@ extra_change>wrong_color (all >80% right). The perfect teacher orders no pair wr
 
 from __future__ import annotations
 
-
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
