@@ -189,6 +189,11 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         return {str(k): _coerce(v, val_type, where) for k, v in value.items()}
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if annotation is float and isinstance(value, str):
+        try:  # YAML 1.1 reads "3e-4" (no dot) as a string
+            return float(value)
+        except ValueError:
+            pass
     if annotation in (int, float, str, bool) and not isinstance(value, annotation):
         raise ValueError(f"{where}: expected {annotation.__name__}, got {value!r}")
     return value

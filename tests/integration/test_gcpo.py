@@ -47,7 +47,7 @@ from editr1.world import WorldConfig, write_batch
 torch.set_num_threads(1)
 
 SMALL = dict(n_samples=4, pairs_per_step=2, max_new_tokens=16, temperature=1.0, lr=1e-3, inner_epochs=2,
-             eval_pairs=0, max_seconds=0.0, checkpoint_every=1, keep_checkpoints=3, seed=3)
+             eval_pairs=0, max_seconds=0.0, checkpoint_every=1, keep_checkpoints=3, seed=3, warmup_steps=3)
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +98,9 @@ def test_two_steps_change_the_model_with_sane_stats(world, tmp_path):
     changed = [k for k in before if not torch.equal(before[k], after[k])]
     assert changed, "no parameter changed"
     assert any("visual" in k for k in changed) and any("language_model" in k for k in changed)
+    # linear warm-up over SMALL's 3 steps, set on the optimizer before each update
+    assert [entry["lr"] for entry in trainer.history] == pytest.approx([1e-3 / 3, 2e-3 / 3])
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(2e-3 / 3)
     for entry in trainer.history:
         assert entry["updated"] == 1.0
         assert 0.0 <= entry["reward_mean"] <= 1.0

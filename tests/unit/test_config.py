@@ -37,6 +37,15 @@ def test_wrong_type_is_an_error():
         config_from_dict(CurateConfig, {"max_image_side": "big"}, "curate")
 
 
+def test_a_float_written_without_a_dot_is_a_float():
+    # YAML 1.1 (PyYAML) reads 3e-4 as a string; `--set lr=3e-4` must still mean 0.0003
+    from editr1.training.gcpo import GCPOConfig
+
+    assert config_from_dict(GCPOConfig, {"lr": "3e-4"}, "gcpo").lr == 3e-4
+    with pytest.raises(ValueError, match="gcpo.lr: expected float"):
+        config_from_dict(GCPOConfig, {"lr": "fast"}, "gcpo")
+
+
 def test_every_field_has_help():
     for cls in stage_configs().values():
         for f in dataclasses.fields(cls):
@@ -77,6 +86,7 @@ def test_the_control_continues_sft_on_judgements_from_its_first_step():
 
     sft = SFTConfig(caption_batch_size=4, caption_warmup_steps=300, warmup_steps=40, workers=2, eval_every=50)
     control = control_config(sft, 90.0)
-    assert (control.caption_warmup_steps, control.warmup_steps, control.workers, control.eval_every) == (0, 0, 1, 0)
+    # the lr warm-up stays: a fresh Adam's first step at the peak lr shakes a converged model
+    assert (control.caption_warmup_steps, control.warmup_steps, control.workers, control.eval_every) == (0, 40, 1, 0)
     assert (control.max_seconds, control.max_steps) == (90.0, 0)
     assert (control.verdict_weight, control.caption_batch_size, control.lr) == (sft.verdict_weight, 4, sft.lr)
