@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
+from types import SimpleNamespace
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -40,7 +41,7 @@ from editr1.training.gcpo import GCPOConfig, GCPOTrainer, run_gcpo
 from editr1.training.losses import sft_token_loss
 from editr1.models.rrm import generate_ids
 from editr1.rrm.scoring import encode_quadruples
-from editr1.training.rollout import (INPUT_KEYS, sample_completions, score_traces, select_groups,
+from editr1.training.rollout import (INPUT_KEYS, sample_completions, score_token_mask, score_traces, select_groups,
                                      token_logprobs)
 from editr1.world import WorldConfig, write_batch
 
@@ -180,6 +181,31 @@ def test_expected_tau_of_an_unparsed_trace_is_a_failure(world, tmp_path):
     keep = torch.ones_like(tau, dtype=torch.bool)
     keep[readable[0]] = False
     assert torch.allclose(after[keep], tau[keep], equal_nan=True)
+
+
+def test_score_token_mask_holds_the_score_or_the_whole_failed_trace(world, tmp_path):
+    trainer = trainer_for(world, tmp_path / "run", max_steps=1)
+    trainer.setup(resume=False)
+    tokenizer = trainer.processor.tokenizer
+    rows = [tokenizer.encode("ok 1. <score>7</score>"), tokenizer.encode("ok 1. no score here")]
+    width = max(map(len, rows)) + 1
+    ids = torch.tensor([row + [0] * (width - len(row)) for row in rows])
+    mask = torch.tensor([[1.0] * len(row) + [0.0] * (width - len(row)) for row in rows])  # padding after the stop
+    rollout = SimpleNamespace(completion_ids=ids, completion_mask=mask)
+    got = score_token_mask(trainer.processor, rollout)
+    assert tokenizer.decode(ids[0][got[0].bool()]) == "7</score>"
+    assert torch.equal(got[1], mask[1])  # no <score>: every generated token keeps its share
+
+
+def test_score_only_policy_tokens_train(world, tmp_path):
+    trainer = trainer_for(world, tmp_path / "run", max_steps=1, policy_tokens="score")
+    trainer.setup(resume=False)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    entry = trainer.step_once()
+    assert entry["updated"] == 1.0 and 0.0 <= entry["clip_fraction"] <= 1.0
+    assert any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
+    with pytest.raises(ValueError, match="policy_tokens"):
+        GCPOConfig(policy_tokens="verdicts")
 
 
 def test_sampler_matches_generate(world, tmp_path):

@@ -272,6 +272,13 @@ def test_gcpo_loss_adds_beta_k3_and_checks_the_reference():
     assert "kl" not in stats_none
     with pytest.raises(ValueError, match="needs logp_ref"):
         gcpo_loss(logp_new, logp_old, None, adv, mask, clip_eps=0.2, beta=0.02)
+    # a policy mask narrows the policy term only; the KL still covers every token of `mask`
+    last = torch.tensor([[0, 0, 1], [0, 0, 1]])
+    narrow, _ = ppo_clip_token_loss(logp_new, logp_old, adv, last, clip_eps=0.2)
+    loss_last, stats_last = gcpo_loss(logp_new, logp_old, logp_ref, adv, mask, clip_eps=0.2, beta=0.1,
+                                      policy_mask=last)
+    assert_close(loss_last, narrow + 0.1 * kl)
+    assert stats_last["kl"] == pytest.approx(kl.item()) and not torch.allclose(narrow, policy)
 
 
 def test_mean_advantage_over_length_by_hand():

@@ -62,11 +62,21 @@ from editr1.training.checkpoint import (
     save_checkpoint,
 )
 from editr1.training.losses import gcpo_loss, gcpo_rewards, group_advantages, mean_advantage_over_length
-from editr1.training.rollout import READOUTS, Rollout, sample_rollout, score_traces, select_groups, token_logprobs
+from editr1.training.rollout import (
+    READOUTS,
+    Rollout,
+    sample_rollout,
+    score_token_mask,
+    score_traces,
+    select_groups,
+    token_logprobs,
+)
 from editr1.training.stratify import PairKindSampler, disagreement_kinds, kind_weights, teacher_accuracy
 from editr1.world.truth import WorldTruth
 
 log = logging.getLogger(__name__)
+
+POLICY_TOKENS = ("all", "score")
 
 
 @dataclass(frozen=True)
@@ -98,6 +108,11 @@ class GCPOConfig:
         default="expected",
         metadata={"help": "τ of a trace: 'expected' (probability-weighted score after <score>, nearly no ties) "
                           "or 'parsed' (the number written in <score>)."})
+    policy_tokens: str = field(
+        default="all",
+        metadata={"help": "Tokens the policy-gradient term averages a trace's advantage over: 'all' (DESIGN §6) or "
+                          "'score' (those after the trace's last <score>; unparsed traces keep all). The KL "
+                          "covers all tokens either way."})
     stratify: bool = field(
         default=True,
         metadata={"help": "Stratify batches over pair kinds (every kind at its share, disagreement kinds "
@@ -135,6 +150,8 @@ class GCPOConfig:
     def __post_init__(self) -> None:
         if self.tau_readout not in READOUTS:
             raise ValueError(f"gcpo.tau_readout must be one of {READOUTS}, got {self.tau_readout!r}")
+        if self.policy_tokens not in POLICY_TOKENS:
+            raise ValueError(f"gcpo.policy_tokens must be one of {POLICY_TOKENS}, got {self.policy_tokens!r}")
         if self.max_steps <= 0 and self.max_seconds <= 0:
             raise ValueError("gcpo: set max_steps or max_seconds (both 0 would never stop)")
         if min(self.n_samples, self.inner_epochs, self.pairs_per_step, self.threads) < 1 or \
@@ -204,7 +221,9 @@ def gcpo_update(model: torch.nn.Module, processor: RRMProcessor, optimizer: torc
                 logp, old, adv = logp[rows, :length], old[rows, :length], adv[rows]
         else:
             logp = token_logprobs(model, sub)[0]
-        loss, stats = gcpo_loss(logp, old, sub.logp_ref, adv, sub.completion_mask, cfg.clip_eps, cfg.beta)
+        policy_mask = score_token_mask(processor, sub) if cfg.policy_tokens == "score" else None
+        loss, stats = gcpo_loss(logp, old, sub.logp_ref, adv, sub.completion_mask, cfg.clip_eps, cfg.beta,
+                                policy_mask)
         loss.backward()
         if cfg.grad_clip > 0:
             grad_norms.append(float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)))

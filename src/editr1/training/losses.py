@@ -229,8 +229,13 @@ def k3_kl(logp: Tensor, logp_ref: Tensor, mask: Tensor) -> Tensor:
 
 
 def gcpo_loss(logp_new: Tensor, logp_old: Tensor, logp_ref: Tensor | None, advantages: Tensor,
-              mask: Tensor, clip_eps: float, beta: float) -> tuple[Tensor, dict[str, float]]:
+              mask: Tensor, clip_eps: float, beta: float,
+              policy_mask: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
     """GCPO loss (DESIGN §6) = ppo_clip_token_loss + beta * k3_kl(logp_new, logp_ref).
+
+    policy_mask: [B, T], the tokens the policy term averages over (each row >= 1 token; default
+    `mask`); the KL always covers `mask`. With only the score tokens there (`gcpo.policy_tokens:
+    score`) the advantage trains the score given the trace, and the KL holds the reasoning.
 
     Shapes as in `ppo_clip_token_loss` (B = the 2N traces of the pairs in the batch, both sides
     together; advantages from `group_advantages` per side). logp_ref: [B, T] under the SFT
@@ -244,7 +249,8 @@ def gcpo_loss(logp_new: Tensor, logp_old: Tensor, logp_ref: Tensor | None, advan
         raise ValueError(f"beta must be >= 0, got {beta}")
     if beta > 0 and logp_ref is None:
         raise ValueError(f"beta = {beta} > 0 needs logp_ref (the reference model's log-probs)")
-    policy_loss, stats = ppo_clip_token_loss(logp_new, logp_old, advantages, mask, clip_eps)
+    policy_mask = mask if policy_mask is None else policy_mask
+    policy_loss, stats = ppo_clip_token_loss(logp_new, logp_old, advantages, policy_mask, clip_eps)
     stats["policy_loss"] = float(policy_loss.detach())
     loss = policy_loss
     if logp_ref is not None:

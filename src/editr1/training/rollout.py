@@ -236,6 +236,18 @@ def expected_readout(model: Qwen2_5_VLForConditionalGeneration, processor: RRMPr
     return tau
 
 
+def score_token_mask(processor: RRMProcessor, rollout: Rollout) -> Tensor:
+    """[B, T] mask of the tokens after each trace's last `<score>` (the score and what closes it),
+    within `completion_mask`; a trace without one (or with nothing after it) keeps its whole mask —
+    it failed somewhere in its text, and every token shares the blame."""
+    ids, mask = rollout.completion_ids, rollout.completion_mask
+    steps = last_token_positions(ids, mask, single_token_id(processor.tokenizer, SCORE_OPEN))  # [B], -1 = none
+    positions = torch.arange(ids.shape[1], device=ids.device)
+    after = (positions.unsqueeze(0) > steps.unsqueeze(1)).to(mask.dtype) * mask
+    has_score = (steps >= 0) & (after.sum(dim=1) > 0)
+    return torch.where(has_score.unsqueeze(1), after, mask)
+
+
 def score_traces(model: Qwen2_5_VLForConditionalGeneration, processor: RRMProcessor, rollout: Rollout,
                  readout: str) -> ScoredTraces:
     """Log-probs of every sampled token and τ of every trace, from one forward (see module docstring).
