@@ -11,6 +11,7 @@ Run: .venv/bin/python -m pytest tests/integration/test_gcpo.py
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -206,6 +207,18 @@ def test_score_only_policy_tokens_train(world, tmp_path):
     assert any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
     with pytest.raises(ValueError, match="policy_tokens"):
         GCPOConfig(policy_tokens="verdicts")
+
+
+def test_exact_score_policy_term_trains_the_score(world, tmp_path):
+    trainer = trainer_for(world, tmp_path / "run", max_steps=1, policy_tokens="score_exact", tau_readout="parsed",
+                          max_new_tokens=48)
+    trainer.setup(resume=False)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    entry = trainer.step_once()
+    assert entry["updated"] == 1.0 and math.isfinite(entry["loss"]) and entry["exact_share"] > 0
+    assert any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
+    with pytest.raises(ValueError, match="score_exact"):
+        GCPOConfig(policy_tokens="score_exact", tau_readout="expected")
 
 
 def test_sampler_matches_generate(world, tmp_path):

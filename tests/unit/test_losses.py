@@ -12,6 +12,7 @@ from torch.testing import assert_close
 from editr1.training.losses import (
     IGNORE_INDEX,
     build_sft_labels,
+    expected_action_objective,
     flow_sde_step_mean,
     gaussian_kl_equal_std,
     gaussian_logprob,
@@ -22,6 +23,7 @@ from editr1.training.losses import (
     k3_kl,
     mean_advantage_over_length,
     ppo_clip_token_loss,
+    score_action_rewards,
     sft_token_loss,
 )
 
@@ -279,6 +281,42 @@ def test_gcpo_loss_adds_beta_k3_and_checks_the_reference():
                                       policy_mask=last)
     assert_close(loss_last, narrow + 0.1 * kl)
     assert stats_last["kl"] == pytest.approx(kl.item()) and not torch.allclose(narrow, policy)
+
+
+def test_score_action_rewards_by_hand():
+    # N = 2, scores 0..3. Preferred side's opponents: tau_l = [1, NaN] -> a written v wins against 1
+    # when v > 1, and always against the failed trace: v = 0, 1 -> 1/2; v = 2, 3 -> 1.
+    # Rejected side's opponents: tau_w = [2, 3] -> v wins against k when v < tau_w[k]:
+    # v = 0, 1 -> 1; v = 2 -> 1/2; v = 3 -> 0. The last action (no score written) gets 0.
+    rewards = score_action_rewards(t([2.0, 3.0]), t([1.0, NAN]), t([0.0, 1.0, 2.0, 3.0]))
+    assert rewards.shape == (2, 2, 5)  # [side, trace, action]: every trace of a side alike
+    expected_w = [0.5, 0.5, 1.0, 1.0, 0.0]
+    assert_close(rewards[0], torch.tensor([expected_w, expected_w]))
+    assert_close(rewards[1, 0], torch.tensor([1.0, 1.0, 0.5, 0.0, 0.0]))
+    assert_close(rewards[0, 1], torch.tensor([0.5, 0.5, 1.0, 1.0, 0.0]))
+    # batched [P, N] -> [P, 2, N, S + 1], and the same as gcpo_rewards at the scores actually written
+    tau_w, tau_l = t([[3.0, 1.0], [2.0, 2.0]]), t([[0.0, 2.0], [NAN, 3.0]])
+    batched = score_action_rewards(tau_w, tau_l, t([0.0, 1.0, 2.0, 3.0]))
+    r_w, r_l = gcpo_rewards(tau_w, tau_l)
+    picked_w = batched[:, 0].gather(-1, tau_w.long().unsqueeze(-1)).squeeze(-1)
+    assert_close(picked_w, r_w.float())
+    valid = ~tau_l.isnan()
+    picked_l = batched[:, 1].gather(-1, tau_l.nan_to_num(0).long().unsqueeze(-1)).squeeze(-1)
+    assert_close(picked_l[valid], r_l.float()[valid])
+
+
+def test_expected_action_objective_by_hand():
+    # Two actions, p_old = [0.5, 0.5], rewards [1, 0], baseline 0.5 -> A = [0.5, -0.5].
+    # Unchanged policy: 0.5 * 0.5 + 0.5 * -0.5 = 0. New p = [0.8, 0.2]: ratios [1.6, 0.4], clip 0.2
+    # -> min(1.6 * .5, 1.2 * .5) = 0.6 and min(0.4 * -.5, 0.8 * -.5) = -0.4 -> 0.5 * 0.6 + 0.5 * -0.4 = 0.1
+    old = t([[0.5, 0.5]]).log()
+    rewards, baseline = t([[1.0, 0.0]]), t([0.5])
+    assert_close(expected_action_objective(old, old, rewards, baseline, 0.2), t([0.0]))
+    assert_close(expected_action_objective(t([[0.8, 0.2]]).log(), old, rewards, baseline, 0.2), t([0.1]))
+    # its gradient raises the better action: d/dlogit_0 of p_0 A_0 + p_1 A_1 at p = .5 is .25 > 0
+    logits = torch.zeros(1, 2, dtype=torch.float64, requires_grad=True)
+    expected_action_objective(torch.log_softmax(logits, -1), old, rewards, baseline, 0.2).sum().backward()
+    assert logits.grad[0, 0] > 0 > logits.grad[0, 1]
 
 
 def test_mean_advantage_over_length_by_hand():

@@ -61,11 +61,19 @@ from editr1.training.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from editr1.training.losses import gcpo_loss, gcpo_rewards, group_advantages, mean_advantage_over_length
+from editr1.training.losses import (
+    expected_action_objective,
+    gcpo_loss,
+    gcpo_rewards,
+    group_advantages,
+    mean_advantage_over_length,
+)
 from editr1.training.rollout import (
     READOUTS,
+    ExactScore,
     Rollout,
     sample_rollout,
+    score_action_logprobs,
     score_token_mask,
     score_traces,
     select_groups,
@@ -76,7 +84,7 @@ from editr1.world.truth import WorldTruth
 
 log = logging.getLogger(__name__)
 
-POLICY_TOKENS = ("all", "score")
+POLICY_TOKENS = ("all", "score", "score_exact")
 
 
 @dataclass(frozen=True)
@@ -110,9 +118,10 @@ class GCPOConfig:
                           "or 'parsed' (the number written in <score>)."})
     policy_tokens: str = field(
         default="all",
-        metadata={"help": "Tokens the policy-gradient term averages a trace's advantage over: 'all' (DESIGN §6) or "
-                          "'score' (those after the trace's last <score>; unparsed traces keep all). The KL "
-                          "covers all tokens either way."})
+        metadata={"help": "Tokens the policy-gradient term averages a trace's advantage over: 'all' (DESIGN §6), "
+                          "'score' (those after the trace's last <score>; unparsed traces keep all) or "
+                          "'score_exact' (the score token only, its PPO surrogate averaged exactly over every score "
+                          "the trace could have written; needs tau_readout parsed). The KL covers all tokens."})
     stratify: bool = field(
         default=True,
         metadata={"help": "Stratify batches over pair kinds (every kind at its share, disagreement kinds "
@@ -152,6 +161,9 @@ class GCPOConfig:
             raise ValueError(f"gcpo.tau_readout must be one of {READOUTS}, got {self.tau_readout!r}")
         if self.policy_tokens not in POLICY_TOKENS:
             raise ValueError(f"gcpo.policy_tokens must be one of {POLICY_TOKENS}, got {self.policy_tokens!r}")
+        if self.policy_tokens == "score_exact" and (self.tau_readout != "parsed" or self.skip_zero_advantage):
+            raise ValueError("gcpo.policy_tokens score_exact scores the written number: it needs tau_readout parsed "
+                             "and skip_zero_advantage false (a tied group still has exact signal)")
         if self.max_steps <= 0 and self.max_seconds <= 0:
             raise ValueError("gcpo: set max_steps or max_seconds (both 0 would never stop)")
         if min(self.n_samples, self.inner_epochs, self.pairs_per_step, self.threads) < 1 or \
@@ -219,11 +231,21 @@ def gcpo_update(model: torch.nn.Module, processor: RRMProcessor, optimizer: torc
                 rows = [g * n + j for g in kept for j in range(n)]
                 length = sub.completion_ids.shape[1]
                 logp, old, adv = logp[rows, :length], old[rows, :length], adv[rows]
+            if cfg.policy_tokens == "score_exact":
+                exact = ExactScore.of(model, processor, rollout, scored, r_w, r_l)
+                adv = adv.masked_fill(exact.rows.to(adv.device), 0.0)  # their policy term is the exact one
+                info["exact_share"] = float(exact.rows.float().mean())
         else:
-            logp = token_logprobs(model, sub)[0]
+            logp, hidden = token_logprobs(model, sub)
+            if cfg.policy_tokens == "score_exact":
+                exact.logp = score_action_logprobs(model, processor, sub, hidden)[0]
         policy_mask = score_token_mask(processor, sub) if cfg.policy_tokens == "score" else None
         loss, stats = gcpo_loss(logp, old, sub.logp_ref, adv, sub.completion_mask, cfg.clip_eps, cfg.beta,
                                 policy_mask)
+        if cfg.policy_tokens == "score_exact":
+            objective = expected_action_objective(exact.logp, exact.logp_old, exact.rewards, exact.baseline,
+                                                  cfg.clip_eps)
+            loss = loss - (objective * exact.rows.to(objective.device)).sum() / objective.shape[0]
         loss.backward()
         if cfg.grad_clip > 0:
             grad_norms.append(float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)))

@@ -125,6 +125,42 @@ def gcpo_rewards(tau_w: Tensor, tau_l: Tensor) -> tuple[Tensor, Tensor]:
     return wins_w.to(dtype).mean(-1), wins_l.to(dtype).mean(-1)
 
 
+def score_action_rewards(tau_w: Tensor, tau_l: Tensor, values: Tensor) -> Tensor:
+    """The GCPO reward each possible score of a trace would get against the other side's traces.
+
+    tau_w, tau_l: [..., N] as in `gcpo_rewards` (NaN = failed); values: [S] the scores a trace can
+    write. Returns [..., 2, N, S + 1]: side 0 (preferred) gets, for score v,
+    (1/N) Σ_k 1[v > tau_l[k] or tau_l[k] failed], side 1 (1/N) Σ_k 1[v < tau_w[k] or tau_w[k] failed];
+    the last action (any token that is not a score: the trace fails) gets 0 — `gcpo_rewards`
+    evaluated at every score the trace could have written, the rest of the trace unchanged.
+    """
+    v = values.to(torch.float32).view(*([1] * tau_w.dim()), -1)  # [..., 1, S] broadcast over the N rewarded traces
+    opp_l = tau_l.unsqueeze(-2).unsqueeze(-1)  # [..., 1, N, 1]: the opponents k
+    opp_w = tau_w.unsqueeze(-2).unsqueeze(-1)
+    v = v.unsqueeze(-2)  # [..., 1, 1, S]
+    win_w = ((v > opp_l) | opp_l.isnan()).float().mean(-2)  # [..., 1, S]
+    win_l = ((v < opp_w) | opp_w.isnan()).float().mean(-2)
+    n = tau_w.shape[-1]
+    sides = torch.stack([win_w.expand(*tau_w.shape[:-1], n, -1), win_l.expand(*tau_l.shape[:-1], n, -1)], dim=-3)
+    return torch.cat([sides, torch.zeros_like(sides[..., :1])], dim=-1)
+
+
+def expected_action_objective(logp_new: Tensor, logp_old: Tensor, rewards: Tensor, baseline: Tensor,
+                              clip_eps: float) -> Tensor:
+    """The PPO-clip objective of one action, its expectation over the action taken exactly.
+
+    logp_new, logp_old: [B, K] log-probs of the K actions (new with grad); rewards: [B, K] the reward
+    of each action; baseline: [B]. With A = rewards - baseline and ratio = exp(new - old), returns
+    [B]: Σ_a p_old(a) · min(ratio_a A_a, clip(ratio_a, 1 - eps, 1 + eps) A_a) — the PPO surrogate
+    averaged over every action the old policy could have sampled instead of the one it did.
+    """
+    old = logp_old.detach()
+    ratio = torch.exp(logp_new - old)
+    adv = (rewards - baseline.unsqueeze(-1)).detach().to(ratio.dtype)
+    objective = torch.minimum(ratio * adv, torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * adv)
+    return (old.exp() * objective).sum(-1)
+
+
 def group_advantages(rewards: Tensor) -> Tensor:
     """Mean-centred advantages within each group, no division by the std (GCPO, DESIGN §6).
 

@@ -54,6 +54,7 @@ from editr1.models.tokenizer import ENDOFTEXT, IM_END, SCORE_OPEN, single_token_
 from editr1.rrm.items import Quadruple
 from editr1.rrm.parser import parse_output
 from editr1.rrm.scoring import encode_quadruples, expected_from_logits, last_token_positions, score_vocabulary
+from editr1.training.losses import score_action_rewards
 
 READOUTS = ("expected", "parsed")
 INPUT_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "pixel_values", "image_grid_thw")
@@ -103,6 +104,7 @@ class ScoredTraces:
 
     logp: Tensor
     tau: Tensor
+    hidden: Tensor | None = None
 
 
 def _prompt_cache(model: Qwen2_5_VLForConditionalGeneration, prompts: dict[str, Tensor],
@@ -236,6 +238,54 @@ def expected_readout(model: Qwen2_5_VLForConditionalGeneration, processor: RRMPr
     return tau
 
 
+def score_action_logprobs(model: Qwen2_5_VLForConditionalGeneration, processor: RRMProcessor, rollout: Rollout,
+                          hidden: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The policy's distribution over the score it writes after each trace's last `<score>`.
+
+    hidden: [B, T + 1, H] from `token_logprobs` (with grad when the result should have it).
+    Returns (logp [B, S + 1]: log-probs at the rollout's temperature of the S single-token scores
+    (`score_vocabulary`, increasing) and, last, of any other token (the trace then does not parse);
+    values [S] float32; has [B] bool: the trace wrote a `<score>`, and logp is meaningful there).
+    """
+    tokenizer = processor.tokenizer
+    score_ids, values = score_vocabulary(tokenizer)
+    steps = last_token_positions(rollout.completion_ids, rollout.completion_mask,
+                                 single_token_id(tokenizer, SCORE_OPEN))
+    has = steps >= 0
+    rows = torch.arange(hidden.shape[0], device=hidden.device)
+    state = hidden[rows, steps.clamp(min=0).to(hidden.device) + 1]  # [B, H]: predicts the token after <score>
+    logits = model.get_output_embeddings()(state).float() / rollout.temperature
+    full = torch.log_softmax(logits, dim=-1)
+    scores = full[:, score_ids]  # [B, S]
+    other = torch.log1p(-scores.exp().sum(-1).clamp(max=1.0 - 1e-6))  # [B]
+    return torch.cat([scores, other.unsqueeze(-1)], dim=-1), torch.tensor(values), has.cpu()
+
+
+@dataclass
+class ExactScore:
+    """`policy_tokens: score_exact`: for each trace that parsed, the policy term of its score is the
+    PPO surrogate averaged over every score it could have written (`expected_action_objective`),
+    each scored by `score_action_rewards` against the other side's traces, with the group's mean
+    sampled reward as baseline. rows [B] bool: the traces it covers (the others keep the sampled
+    policy term over all their tokens); logp [B, S + 1]: the current policy's, updated each epoch."""
+
+    rows: Tensor
+    logp: Tensor
+    logp_old: Tensor
+    rewards: Tensor
+    baseline: Tensor
+
+    @classmethod
+    def of(cls, model: Qwen2_5_VLForConditionalGeneration, processor: RRMProcessor, rollout: Rollout,
+           scored: ScoredTraces, r_w: Tensor, r_l: Tensor) -> "ExactScore":
+        logp, values, has = score_action_logprobs(model, processor, rollout, scored.hidden)
+        tau = scored.tau  # [P, 2, N]
+        rewards = score_action_rewards(tau[:, 0], tau[:, 1], values).reshape(logp.shape).to(logp.device)
+        means = torch.stack([r_w, r_l], dim=1).mean(-1, keepdim=True).expand(tau.shape)  # [P, 2, N]
+        rows = has & ~tau.reshape(-1).isnan()
+        return cls(rows, logp, logp.detach(), rewards, means.reshape(-1).to(logp.device))
+
+
 def score_token_mask(processor: RRMProcessor, rollout: Rollout) -> Tensor:
     """[B, T] mask of the tokens after each trace's last `<score>` (the score and what closes it),
     within `completion_mask`; a trace without one (or with nothing after it) keeps its whole mask —
@@ -266,7 +316,7 @@ def score_traces(model: Qwen2_5_VLForConditionalGeneration, processor: RRMProces
         tau = tau.masked_fill(~rollout.parsed_ok.to(tau.device), math.nan)
     else:
         tau = rollout.parsed.clone()
-    return ScoredTraces(logp, tau.view(rollout.n_pairs, 2, rollout.n_samples))
+    return ScoredTraces(logp, tau.view(rollout.n_pairs, 2, rollout.n_samples), hidden)
 
 
 def _images_per_row(inputs: dict[str, Tensor], image_token_id: int, merge_size: int) -> list[list[int]]:
