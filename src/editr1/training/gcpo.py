@@ -17,6 +17,13 @@ category for data without world truth), every kind at its natural share, and the
 orders wrongly on the train pairs — measured from the cold-start trajectories, never hard-coded —
 weighted `oversample_disagreement` times more.
 
+Which readout and which tokens (README, "GCPO from the full profile's SFT model"): with `tau_readout:
+parsed` the score a trace writes is the action rewarded; under `expected` τ depends on the reasoning
+only, so GCPO can move it only by changing what the trace says. `policy_tokens` narrows the policy
+term to the score tokens (`score`) or replaces it, for every trace that parsed, by the exact
+expectation over the scores it could have written (`score_exact`, `rollout.ExactScore`); the KL to
+the SFT model covers every token either way.
+
 Checkpoints every `checkpoint_every` steps under out/checkpoints/ (model, optimizer, sampler, RNG,
 history) and resumes exactly: the sampling seed of step s is derived from (seed, s), so a resumed
 run draws the same traces as an uninterrupted one (when its length is set by max_steps; a
@@ -101,7 +108,7 @@ class GCPOConfig:
                   "0.04 keeps the SFT format (parse rate 1.00 vs 0.69 at 0; README: GCPO)."})
     lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate (constant after the warm-up)."})
     warmup_steps: int = field(
-        default=0,
+        default=10,
         metadata={"help": "Linear lr warm-up over this many GCPO steps (0 = none). A fresh Adam's first step moves "
                           "every weight by about lr whatever its gradient: on a converged SFT model at lr 1e-3 "
                           "that one step changed the sampled tokens' log-probs by ~40 nats per token (k3 KL)."})
@@ -113,9 +120,10 @@ class GCPOConfig:
         metadata={"help": "Wall-clock budget of the training steps (rollouts + updates; evaluation and checkpoints "
                           "not counted, as in sft); 0 = none. Resume is exact only with max_steps."})
     tau_readout: str = field(
-        default="expected",
-        metadata={"help": "τ of a trace: 'expected' (probability-weighted score after <score>, nearly no ties) "
-                          "or 'parsed' (the number written in <score>)."})
+        default="parsed",
+        metadata={"help": "τ of a trace: 'parsed' (the number written in <score>: the score the policy samples is "
+                          "the action rewarded) or 'expected' (probability-weighted score after <score>, nearly no "
+                          "ties, but a function of the reasoning only; README: GCPO from the full profile's SFT model)."})
     policy_tokens: str = field(
         default="all",
         metadata={"help": "Tokens the policy-gradient term averages a trace's advantage over: 'all' (DESIGN §6), "
