@@ -116,7 +116,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=4)
     parser.add_argument("--n-samples", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=None, help="Default 512 with --model, else 320.")
-    parser.add_argument("--readout", default="expected", choices=("expected", "parsed"))
+    parser.add_argument("--readout", default="parsed", choices=("expected", "parsed"))
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -135,9 +135,11 @@ def main() -> None:
         cfg = GCPOConfig(n_samples=args.n_samples, inner_epochs=1, tau_readout=args.readout, max_steps=1,
                          max_seconds=0.0, skip_zero_advantage=False, max_new_tokens=max_new)
 
+        # The frozen SFT reference of the KL (cfg.beta > 0) runs once per rollout, in the sampling time.
+        reference = copy.deepcopy(model).requires_grad_(False) if cfg.beta > 0 else None
         started = time.perf_counter()
         rollout = sample_rollout(model, processor, pairs, n_samples=cfg.n_samples, temperature=cfg.temperature,
-                                 max_new_tokens=max_new, seed=0)
+                                 max_new_tokens=max_new, seed=0, reference=reference)
         sampling = time.perf_counter() - started
         rows, length = rollout.completion_ids.shape
         inputs, prompt_length = full_sequences(processor, rollout)
