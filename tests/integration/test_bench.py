@@ -1,0 +1,19 @@
+"""The bench scripts the issues name still run and print their ratio (no timing is asserted: the
+machines are noisy; bench/ measures, tests only check that it can)."""
+
+import os
+import re
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+
+def test_train_step_bench_prints_its_ratio():
+    # beta > 0 (the default) needs the frozen reference's log-probs: the bench broke once without them
+    args = ["--pairs", "1", "--n-samples", "2", "--max-new-tokens", "12", "--repeats", "1"]
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "train_step.py"), *args], cwd=ROOT,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"ratio gcpo / bare: \d+\.\d\d", result.stdout), result.stdout
