@@ -239,6 +239,8 @@ def gcpo_update(model: torch.nn.Module, processor: RRMProcessor, optimizer: torc
                 rows = [g * n + j for g in kept for j in range(n)]
                 length = sub.completion_ids.shape[1]
                 logp, old, adv = logp[rows, :length], old[rows, :length], adv[rows]
+            # the same traces every epoch: the policy term's tokens are found once
+            policy_mask = score_token_mask(processor, sub) if cfg.policy_tokens == "score" else None
             if cfg.policy_tokens == "score_exact":
                 exact = ExactScore.of(model, processor, rollout, scored, r_w, r_l)
                 adv = adv.masked_fill(exact.rows.to(adv.device), 0.0)  # their policy term is the exact one
@@ -247,7 +249,6 @@ def gcpo_update(model: torch.nn.Module, processor: RRMProcessor, optimizer: torc
             logp, hidden = token_logprobs(model, sub)
             if cfg.policy_tokens == "score_exact":
                 exact.logp = score_action_logprobs(model, processor, sub, hidden)[0]
-        policy_mask = score_token_mask(processor, sub) if cfg.policy_tokens == "score" else None
         loss, stats = gcpo_loss(logp, old, sub.logp_ref, adv, sub.completion_mask, cfg.clip_eps, cfg.beta,
                                 policy_mask)
         if cfg.policy_tokens == "score_exact":

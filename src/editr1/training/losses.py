@@ -134,10 +134,9 @@ def score_action_rewards(tau_w: Tensor, tau_l: Tensor, values: Tensor) -> Tensor
     the last action (any token that is not a score: the trace fails) gets 0 — `gcpo_rewards`
     evaluated at every score the trace could have written, the rest of the trace unchanged.
     """
-    v = values.to(torch.float32).view(*([1] * tau_w.dim()), -1)  # [..., 1, S] broadcast over the N rewarded traces
+    v = values.to(torch.float32).view(*([1] * (tau_w.dim() + 1)), -1)  # [..., 1, 1, S]: the scores v
     opp_l = tau_l.unsqueeze(-2).unsqueeze(-1)  # [..., 1, N, 1]: the opponents k
     opp_w = tau_w.unsqueeze(-2).unsqueeze(-1)
-    v = v.unsqueeze(-2)  # [..., 1, 1, S]
     win_w = ((v > opp_l) | opp_l.isnan()).float().mean(-2)  # [..., 1, S]
     win_l = ((v < opp_w) | opp_w.isnan()).float().mean(-2)
     n = tau_w.shape[-1]

@@ -217,6 +217,11 @@ def token_logprobs(model: Qwen2_5_VLForConditionalGeneration, rollout: Rollout) 
     return logp, hidden
 
 
+def score_positions(processor: RRMProcessor, completion_ids: Tensor, mask: Tensor) -> Tensor:
+    """[B] index of each trace's last generated `<score>` among its completion tokens, -1 where none."""
+    return last_token_positions(completion_ids, mask, single_token_id(processor.tokenizer, SCORE_OPEN))
+
+
 def expected_readout(model: Qwen2_5_VLForConditionalGeneration, processor: RRMProcessor, hidden: Tensor,
                      completion_ids: Tensor, mask: Tensor) -> Tensor:
     """[B] expected score after the last generated `<score>` of each row, NaN where there is none.
@@ -225,10 +230,8 @@ def expected_readout(model: Qwen2_5_VLForConditionalGeneration, processor: RRMPr
     an output truncated right after `<score>` still gets its distribution, from hidden[:, T]).
     The LM head runs on those B positions only, without grad (τ is a reward, not differentiated).
     """
-    tokenizer = processor.tokenizer
-    open_id = single_token_id(tokenizer, SCORE_OPEN)
-    score_ids, values = score_vocabulary(tokenizer)
-    steps = last_token_positions(completion_ids, mask, open_id)
+    score_ids, values = score_vocabulary(processor.tokenizer)
+    steps = score_positions(processor, completion_ids, mask)
     tau = torch.full((completion_ids.shape[0],), math.nan, dtype=torch.float32)
     rows = torch.nonzero(steps >= 0).flatten()
     if rows.numel():
@@ -247,10 +250,8 @@ def score_action_logprobs(model: Qwen2_5_VLForConditionalGeneration, processor: 
     (`score_vocabulary`, increasing) and, last, of any other token (the trace then does not parse);
     values [S] float32; has [B] bool: the trace wrote a `<score>`, and logp is meaningful there).
     """
-    tokenizer = processor.tokenizer
-    score_ids, values = score_vocabulary(tokenizer)
-    steps = last_token_positions(rollout.completion_ids, rollout.completion_mask,
-                                 single_token_id(tokenizer, SCORE_OPEN))
+    score_ids, values = score_vocabulary(processor.tokenizer)
+    steps = score_positions(processor, rollout.completion_ids, rollout.completion_mask)
     has = steps >= 0
     rows = torch.arange(hidden.shape[0], device=hidden.device)
     state = hidden[rows, steps.clamp(min=0).to(hidden.device) + 1]  # [B, H]: predicts the token after <score>
@@ -291,7 +292,7 @@ def score_token_mask(processor: RRMProcessor, rollout: Rollout) -> Tensor:
     within `completion_mask`; a trace without one (or with nothing after it) keeps its whole mask —
     it failed somewhere in its text, and every token shares the blame."""
     ids, mask = rollout.completion_ids, rollout.completion_mask
-    steps = last_token_positions(ids, mask, single_token_id(processor.tokenizer, SCORE_OPEN))  # [B], -1 = none
+    steps = score_positions(processor, ids, mask)  # [B], -1 = none
     positions = torch.arange(ids.shape[1], device=ids.device)
     after = (positions.unsqueeze(0) > steps.unsqueeze(1)).to(mask.dtype) * mask
     has_score = (steps >= 0) & (after.sum(dim=1) > 0)
