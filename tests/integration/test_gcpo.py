@@ -303,3 +303,23 @@ def test_resume_with_other_settings_is_refused(world, tmp_path):
     other = trainer_for(world, out, max_steps=2, lr=5e-4)
     with pytest.raises(ValueError, match="lr"):
         other.setup(resume=True)
+
+
+def test_score_kl_holds_the_score_distribution(world, tmp_path):
+    # score_kl > 0 loads the reference even at beta 0 and adds the exact KL of each trace's score
+    # distribution: zero at the first epoch (the policy is the reference), then it shapes the second
+    # epoch's step, so the same rollout ends with other weights than without it.
+    weights = {}
+    for weight in (0.0, 10.0):
+        trainer = trainer_for(world, tmp_path / f"run{weight}", max_steps=1, policy_tokens="score_exact",
+                              tau_readout="parsed", max_new_tokens=48, beta=0.0, score_kl=weight, inner_epochs=2)
+        trainer.setup(resume=False)
+        assert (trainer.reference is not None) == (weight > 0)
+        entry = trainer.step_once()
+        assert entry["updated"] == 1.0 and entry["exact_share"] > 0
+        if weight > 0:
+            assert entry["score_kl"] == pytest.approx(0.0, abs=1e-6)
+        weights[weight] = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    assert any(not torch.equal(weights[0.0][k], weights[10.0][k]) for k in weights[0.0])
+    with pytest.raises(ValueError, match="score_kl"):
+        GCPOConfig(score_kl=0.1)  # policy_tokens all: its score is trained through the sampled token

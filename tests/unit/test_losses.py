@@ -12,6 +12,7 @@ from torch.testing import assert_close
 from editr1.training.losses import (
     IGNORE_INDEX,
     build_sft_labels,
+    categorical_kl,
     expected_action_objective,
     flow_sde_step_mean,
     gaussian_kl_equal_std,
@@ -404,3 +405,18 @@ def test_editor_math_runs_in_float32_for_bf16_inputs():
     assert_close(std, ref_std.float())
     assert gaussian_logprob(x, x, 0.5).dtype == torch.float32
     assert gaussian_kl_equal_std(x, x, 0.5).dtype == torch.float32
+
+
+def test_categorical_kl_by_hand():
+    # p = [.5, .5], q = [.25, .75]: .5 ln(.5/.25) + .5 ln(.5/.75) = .5 (ln 2 + ln(2/3)) = .5 ln(4/3)
+    p, q = t([[0.5, 0.5]]).log(), t([[0.25, 0.75]]).log()
+    assert_close(categorical_kl(p, q), t([0.5 * math.log(4 / 3)]))
+    assert_close(categorical_kl(q, q), t([0.0]))
+    # an outcome the policy gives probability 0 adds nothing (no 0 * -inf = nan)
+    assert_close(categorical_kl(t([[0.0, 1.0]]).log(), t([[0.5, 0.5]]).log()), t([math.log(2)]))
+    # the gradient pulls the policy towards the reference: d/dlogit_0 KL at p = [.5, .5], q = [.25, .75] > 0
+    logits = torch.zeros(1, 2, dtype=torch.float64, requires_grad=True)
+    categorical_kl(torch.log_softmax(logits, -1), q).sum().backward()
+    assert logits.grad[0, 0] > 0 > logits.grad[0, 1]
+    with pytest.raises(ValueError, match="shape"):
+        categorical_kl(t([0.5, 0.5]).log(), t([0.5, 0.5]).log())

@@ -69,6 +69,7 @@ from editr1.training.checkpoint import (
     save_checkpoint,
 )
 from editr1.training.losses import (
+    categorical_kl,
     expected_action_objective,
     gcpo_loss,
     gcpo_rewards,
@@ -79,11 +80,14 @@ from editr1.training.rollout import (
     READOUTS,
     ExactScore,
     Rollout,
+    generation_budget,
+    rollout_stats,
     sample_rollout,
     score_action_logprobs,
     score_token_mask,
     score_traces,
     select_groups,
+    step_seed,
     token_logprobs,
 )
 from editr1.training.stratify import PairKindSampler, disagreement_kinds, kind_weights, teacher_accuracy
@@ -130,6 +134,11 @@ class GCPOConfig:
                           "'score' (those after the trace's last <score>; unparsed traces keep all) or "
                           "'score_exact' (the score token only, its PPO surrogate averaged exactly over every score "
                           "the trace could have written; needs tau_readout parsed). The KL covers all tokens."})
+    score_kl: float = field(
+        default=0.0,
+        metadata={"help": "With policy_tokens score_exact: weight of the exact KL between the policy's and the SFT "
+                          "model's distributions over each trace's score (0 = off). The k3 KL averages over a "
+                          "trace's ~120 tokens, so it hardly holds the one token score_exact trains."})
     stratify: bool = field(
         default=True,
         metadata={"help": "Stratify batches over pair kinds (every kind at its share, disagreement kinds "
@@ -172,6 +181,8 @@ class GCPOConfig:
         if self.policy_tokens == "score_exact" and (self.tau_readout != "parsed" or self.skip_zero_advantage):
             raise ValueError("gcpo.policy_tokens score_exact scores the written number: it needs tau_readout parsed "
                              "and skip_zero_advantage false (a tied group still has exact signal)")
+        if self.score_kl < 0 or (self.score_kl > 0 and self.policy_tokens != "score_exact"):
+            raise ValueError("gcpo.score_kl must be >= 0, and > 0 only with policy_tokens score_exact")
         if self.max_steps <= 0 and self.max_seconds <= 0:
             raise ValueError("gcpo: set max_steps or max_seconds (both 0 would never stop)")
         if min(self.n_samples, self.inner_epochs, self.pairs_per_step, self.threads) < 1 or \
@@ -187,19 +198,6 @@ class GCPOConfig:
 # Fields that may change between a checkpoint and its resumption without changing the run.
 _RUN_FIELDS = {"max_steps", "max_seconds", "eval_every", "eval_pairs", "eval_batch_size", "checkpoint_every",
                "keep_checkpoints", "threads", "device"}
-
-
-def generation_budget(processor: RRMProcessor, texts: Sequence[str]) -> int:
-    """1.25 x the longest of `texts` in the processor's tokens (+1 for the stop token), at least 16."""
-    if not texts:
-        raise ValueError("no trajectories to size the generation budget from: set gcpo.max_new_tokens")
-    longest = max(len(ids) for ids in processor.tokenizer(list(texts), add_special_tokens=False)["input_ids"])
-    return max(16, math.ceil(1.25 * (longest + 1)))
-
-
-def step_seed(seed: int, step: int) -> int:
-    """The sampling seed of `step`: a function of (seed, step) only, so resumed runs sample alike."""
-    return (seed * 1_000_003 + step * 7_919 + 17) % (2**62)
 
 
 def gcpo_update(model: torch.nn.Module, processor: RRMProcessor, optimizer: torch.optim.Optimizer, rollout: Rollout,
@@ -229,7 +227,7 @@ def gcpo_update(model: torch.nn.Module, processor: RRMProcessor, optimizer: torc
             flat_adv = advantages.reshape(-1).to(logp_old.device)  # the rollout's row order
             kept = [g for g, zero in enumerate(groups_zero.reshape(-1).tolist())
                     if not (zero and cfg.skip_zero_advantage)]
-            info = _rollout_stats(rollout, scored.tau, r_w, r_l, advantages, groups_zero)
+            info = rollout_stats(rollout, scored.tau, r_w, r_l, advantages, groups_zero)
             info["traces_in_update"] = float(len(kept) * n)
             if not kept:
                 break  # every group tied: no signal, no step
@@ -254,7 +252,12 @@ def gcpo_update(model: torch.nn.Module, processor: RRMProcessor, optimizer: torc
         if cfg.policy_tokens == "score_exact":
             objective = expected_action_objective(exact.logp, exact.logp_old, exact.rewards, exact.baseline,
                                                   cfg.clip_eps)
-            loss = loss - (objective * exact.rows.to(objective.device)).sum() / objective.shape[0]
+            rows = exact.rows.to(objective.device)
+            loss = loss - (objective * rows).sum() / objective.shape[0]
+            if cfg.score_kl > 0:
+                score_kl = (categorical_kl(exact.logp, sub.score_logp_ref) * rows).sum() / objective.shape[0]
+                loss = loss + cfg.score_kl * score_kl
+                stats["score_kl"] = float(score_kl.detach())
         loss.backward()
         if cfg.grad_clip > 0:
             grad_norms.append(float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)))
@@ -269,32 +272,12 @@ def gcpo_update(model: torch.nn.Module, processor: RRMProcessor, optimizer: torc
                      "clip_fraction": last["clip_fraction"], "approx_kl": last["approx_kl"],
                      "abs_log_ratio": last["abs_log_ratio"], "ratio": last["ratio"],
                      "mean_adv_over_len": float(mean_advantage_over_length(adv.cpu(), sub.completion_mask.cpu()))})
-        if "kl" in first:
-            info["kl"] = first["kl"]
+        for key in ("kl", "score_kl"):
+            if key in first:
+                info[key] = first[key]
         if grad_norms:
             info["grad_norm"] = grad_norms[0]
     return info, groups_zero
-
-
-def _rollout_stats(rollout: Rollout, tau: torch.Tensor, r_w: torch.Tensor, r_l: torch.Tensor,
-                   advantages: torch.Tensor, groups_zero: torch.Tensor) -> dict[str, float]:
-    valid = ~tau.isnan()
-
-    def mean_of(side: int) -> float:
-        return float(tau[:, side][valid[:, side]].mean()) if valid[:, side].any() else math.nan
-
-    return {
-        "reward_mean": float(torch.cat([r_w, r_l]).mean()),
-        "reward_chosen": float(r_w.mean()),
-        "parse_rate": float(rollout.parsed_ok.float().mean()),
-        "tau_valid": float(valid.float().mean()),
-        "tau_chosen": mean_of(0),
-        "tau_rejected": mean_of(1),
-        "adv_mean": float(advantages.mean()),
-        "adv_std": float(advantages.std(unbiased=False)),
-        "zero_advantage_frac": float(groups_zero.float().mean()),
-        "response_length": float(rollout.lengths.mean()),
-    }
 
 
 @dataclass
@@ -371,7 +354,7 @@ class GCPOTrainer:
         self.model.eval()  # no dropout in RL: the first PPO ratio must be exactly 1
         self.max_new_tokens = cfg.max_new_tokens or generation_budget(self.processor, trajectory_texts)
         self.reference = None
-        if cfg.beta > 0:
+        if cfg.beta > 0 or cfg.score_kl > 0:
             self.reference, _ = load_rrm(self.sft_model, device=cfg.device)
             self.reference.requires_grad_(False)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=0.0)
@@ -443,7 +426,8 @@ class GCPOTrainer:
         cfg = self.cfg
         return sample_rollout(self.model, self.processor, batch.quads, n_samples=cfg.n_samples,
                               temperature=cfg.temperature, max_new_tokens=self.max_new_tokens,
-                              seed=step_seed(cfg.seed, self.step), reference=self.reference)
+                              seed=step_seed(cfg.seed, self.step), reference=self.reference,
+                              reference_scores=cfg.score_kl > 0)
 
     def learning_rate(self) -> float:
         """The lr of the current step: linear warm-up over `warmup_steps`, then constant (a function of

@@ -263,6 +263,21 @@ def k3_kl(logp: Tensor, logp_ref: Tensor, mask: Tensor) -> Tensor:
     return _per_trace_mean(per_token, mask).mean()
 
 
+def categorical_kl(logp: Tensor, logp_ref: Tensor) -> Tensor:
+    """Exact KL(p || p_ref) of categorical distributions given as log-probs, one per row.
+
+    logp: [B, K] (with grad), logp_ref: [B, K] (detached here); each row's K outcomes must cover
+    every outcome (e.g. `score_action_logprobs`: the scores and, last, "any other token").
+    Returns [B]: sum_k p_k (log p_k - log p_ref_k); outcomes with p_k = 0 add nothing.
+    """
+    if logp.shape != logp_ref.shape or logp.dim() != 2:
+        raise ValueError(f"logp and logp_ref must share a shape [B, K], got {tuple(logp.shape)} and "
+                         f"{tuple(logp_ref.shape)}")
+    p = logp.exp()
+    terms = p * (logp - logp_ref.detach())
+    return torch.where(p > 0, terms, torch.zeros_like(terms)).sum(-1)
+
+
 def gcpo_loss(logp_new: Tensor, logp_old: Tensor, logp_ref: Tensor | None, advantages: Tensor,
               mask: Tensor, clip_eps: float, beta: float,
               policy_mask: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:

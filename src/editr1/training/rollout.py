@@ -71,7 +71,9 @@ class Rollout:
     completion_ids, completion_mask: [B, T], B = G N (mask: float 0/1, 1 up to and including the stop token);
     parsed: [B] float32, the strict parser's score, NaN where the output does not parse;
     logp_ref: [B, T] sampled tokens' log-probs under the reference at `temperature`, 0 off the
-    mask, or None when no reference ran; texts: the B completions.
+    mask, or None when no reference ran; texts: the B completions; score_logp_ref: [B, S + 1] the
+    reference's distribution over the score after each trace's last `<score>`
+    (`score_action_logprobs`), or None when not asked for (`sample_rollout(reference_scores=True)`).
     """
 
     prompts: dict[str, Tensor]
@@ -84,6 +86,7 @@ class Rollout:
     n_pairs: int
     n_samples: int
     temperature: float
+    score_logp_ref: Tensor | None = None
 
     @property
     def parsed_ok(self) -> Tensor:
@@ -368,6 +371,8 @@ def select_groups(processor: RRMProcessor, rollout: Rollout, groups: Sequence[in
         parsed=rollout.parsed[rows_t.cpu()],
         logp_ref=None if rollout.logp_ref is None else rollout.logp_ref[rows_t, :length],
         texts=[rollout.texts[r] for r in rows], n_pairs=rollout.n_pairs, n_samples=n, temperature=rollout.temperature,
+        score_logp_ref=None if rollout.score_logp_ref is None else rollout.score_logp_ref[rows_t.to(
+            rollout.score_logp_ref.device)],
     )
 
 
@@ -382,12 +387,14 @@ def sample_rollout(
     max_new_tokens: int,
     seed: int,
     reference: Qwen2_5_VLForConditionalGeneration | None = None,
+    reference_scores: bool = False,
 ) -> Rollout:
     """Sample `n_samples` traces on the chosen and on the rejected quadruple of each pair.
 
     pairs: (chosen, rejected) quadruples of non-tie human pairs (ties carry no GCPO signal and are
     excluded before, DESIGN §6). Sampling (`sample_completions`) draws from softmax(logits / temperature),
-    seeded by `seed`, leaving the global RNG alone. reference: the frozen SFT model, for logp_ref (None when β = 0).
+    seeded by `seed`, leaving the global RNG alone. reference: the frozen SFT model, for logp_ref (None when β = 0);
+    reference_scores: also its distribution over each trace's score (`score_logp_ref`, from the same pass).
     The caller puts the models in eval mode (no dropout during RL: ratios must start at 1).
     """
     if not pairs:
@@ -408,5 +415,45 @@ def sample_rollout(
         n_pairs=len(pairs), n_samples=n_samples, temperature=temperature,
     )
     if reference is not None:
-        rollout.logp_ref = token_logprobs(reference, rollout)[0]
+        rollout.logp_ref, hidden = token_logprobs(reference, rollout)
+        if reference_scores:
+            rollout.score_logp_ref = score_action_logprobs(reference, processor, rollout, hidden)[0]
+    elif reference_scores:
+        raise ValueError("reference_scores needs the reference model")
     return rollout
+
+
+def generation_budget(processor: RRMProcessor, texts: Sequence[str]) -> int:
+    """1.25 x the longest of `texts` in the processor's tokens (+1 for the stop token), at least 16."""
+    if not texts:
+        raise ValueError("no trajectories to size the generation budget from: set gcpo.max_new_tokens")
+    longest = max(len(ids) for ids in processor.tokenizer(list(texts), add_special_tokens=False)["input_ids"])
+    return max(16, math.ceil(1.25 * (longest + 1)))
+
+
+def step_seed(seed: int, step: int) -> int:
+    """The sampling seed of `step`: a function of (seed, step) only, so resumed runs sample alike."""
+    return (seed * 1_000_003 + step * 7_919 + 17) % (2**62)
+
+
+def rollout_stats(rollout: Rollout, tau: Tensor, r_w: Tensor, r_l: Tensor,
+                   advantages: Tensor, groups_zero: Tensor) -> dict[str, float]:
+    """A step's rollout statistics for the log: rewards, parse rate, τ per side, advantages, zero-advantage
+    share and response length. tau [P, 2, N]; r_w, r_l [P, N]; advantages [P, 2, N]; groups_zero [P, 2]."""
+    valid = ~tau.isnan()
+
+    def mean_of(side: int) -> float:
+        return float(tau[:, side][valid[:, side]].mean()) if valid[:, side].any() else math.nan
+
+    return {
+        "reward_mean": float(torch.cat([r_w, r_l]).mean()),
+        "reward_chosen": float(r_w.mean()),
+        "parse_rate": float(rollout.parsed_ok.float().mean()),
+        "tau_valid": float(valid.float().mean()),
+        "tau_chosen": mean_of(0),
+        "tau_rejected": mean_of(1),
+        "adv_mean": float(advantages.mean()),
+        "adv_std": float(advantages.std(unbiased=False)),
+        "zero_advantage_frac": float(groups_zero.float().mean()),
+        "response_length": float(rollout.lengths.mean()),
+    }
