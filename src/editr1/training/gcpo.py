@@ -252,10 +252,10 @@ def gcpo_update(model: torch.nn.Module, processor: RRMProcessor, optimizer: torc
         if cfg.policy_tokens == "score_exact":
             objective = expected_action_objective(exact.logp, exact.logp_old, exact.rewards, exact.baseline,
                                                   cfg.clip_eps)
-            rows = exact.rows.to(objective.device)
-            loss = loss - (objective * rows).sum() / objective.shape[0]
+            exact_rows = exact.rows.to(objective.device)
+            loss = loss - (objective * exact_rows).sum() / objective.shape[0]
             if cfg.score_kl > 0:
-                score_kl = (categorical_kl(exact.logp, sub.score_logp_ref) * rows).sum() / objective.shape[0]
+                score_kl = (categorical_kl(exact.logp, sub.score_logp_ref) * exact_rows).sum() / objective.shape[0]
                 loss = loss + cfg.score_kl * score_kl
                 stats["score_kl"] = float(score_kl.detach())
         loss.backward()

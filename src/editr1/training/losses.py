@@ -30,6 +30,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.distributions import Categorical, kl_divergence
 
 IGNORE_INDEX = -100
 """Label value that `sft_token_loss` skips (the Hugging Face / PyTorch convention)."""
@@ -268,14 +269,13 @@ def categorical_kl(logp: Tensor, logp_ref: Tensor) -> Tensor:
 
     logp: [B, K] (with grad), logp_ref: [B, K] (detached here); each row's K outcomes must cover
     every outcome (e.g. `score_action_logprobs`: the scores and, last, "any other token").
-    Returns [B]: sum_k p_k (log p_k - log p_ref_k); outcomes with p_k = 0 add nothing.
+    Returns [B]: sum_k p_k (log p_k - log p_ref_k) (`torch.distributions.kl_divergence`: outcomes
+    with p_k = 0 add nothing).
     """
     if logp.shape != logp_ref.shape or logp.dim() != 2:
         raise ValueError(f"logp and logp_ref must share a shape [B, K], got {tuple(logp.shape)} and "
                          f"{tuple(logp_ref.shape)}")
-    p = logp.exp()
-    terms = p * (logp - logp_ref.detach())
-    return torch.where(p > 0, terms, torch.zeros_like(terms)).sum(-1)
+    return kl_divergence(Categorical(logits=logp), Categorical(logits=logp_ref.detach()))
 
 
 def gcpo_loss(logp_new: Tensor, logp_old: Tensor, logp_ref: Tensor | None, advantages: Tensor,

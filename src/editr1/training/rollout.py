@@ -371,8 +371,7 @@ def select_groups(processor: RRMProcessor, rollout: Rollout, groups: Sequence[in
         parsed=rollout.parsed[rows_t.cpu()],
         logp_ref=None if rollout.logp_ref is None else rollout.logp_ref[rows_t, :length],
         texts=[rollout.texts[r] for r in rows], n_pairs=rollout.n_pairs, n_samples=n, temperature=rollout.temperature,
-        score_logp_ref=None if rollout.score_logp_ref is None else rollout.score_logp_ref[rows_t.to(
-            rollout.score_logp_ref.device)],
+        score_logp_ref=None if rollout.score_logp_ref is None else rollout.score_logp_ref[rows_t],
     )
 
 
