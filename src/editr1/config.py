@@ -114,6 +114,14 @@ class EvaluateConfig:
     max_pairs: int = field(default=0, metadata={"help": "Cap on evaluated pairs per split, 0 = all."})
     bootstrap: int = field(default=1000, metadata={"help": "Paired bootstrap resamples for the CIs."})
     seed: int = field(default=0, metadata={"help": "Seed of sampling, the random baseline and the bootstrap."})
+    workers: int = field(
+        default=1,
+        metadata={"help": "Processes that score models in parallel (one thread each; each holds one model): every "
+                          "(model, split) is one job, the same call as in one process, so the scores are the same."})
+
+    def __post_init__(self):
+        if self.workers < 1:
+            raise ValueError(f"evaluate.workers must be >= 1, got {self.workers}")
 
 
 STAGE_CONFIGS: dict[str, type] = {

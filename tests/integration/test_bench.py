@@ -17,3 +17,12 @@ def test_train_step_bench_prints_its_ratio():
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert re.search(r"ratio gcpo / bare: \d+\.\d\d", result.stdout), result.stdout
+
+
+def test_eval_workers_bench_prints_its_ratio_and_equal_scores():
+    args = ["--models", "2", "--pairs", "2", "--max-new-tokens", "4", "--world-pairs", "40"]
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "eval_workers.py"), *args], cwd=ROOT,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"ratio \d+\.\d\d \(ideal 2\.0\); same scores: True", result.stdout), result.stdout

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
 from editr1.coldstart import run_principles
+from editr1.coldstart.checklists import load_principles
 from editr1.config import CurateConfig, EvaluateConfig, PrinciplesConfig
 from editr1.curation import add_batch
-from editr1.evaluation.report import run_rrm_eval
+from editr1.evaluation.report import run_rrm_eval, score_models
+from editr1.lake.catalog import curated_pairs
 from editr1.lake.objects import open_object_store
 from editr1.models import save_rrm, tiny_rrm
 from editr1.teachers.factory import build_teacher
@@ -48,3 +51,43 @@ def test_report_has_models_baselines_kinds_and_cis(tmp_path):
     assert saved["non_tie_pairs"] == report["non_tie_pairs"]
     markdown = (tmp_path / "out" / "rrm_eval.md").read_text()
     assert "| a |" in markdown and "breaks its ties at random" in markdown
+
+
+def test_scoring_in_worker_processes_gives_the_scores_of_one_process(tmp_path):
+    """`evaluate.workers` 2: each (model, split) job runs in a spawned process; the scored pairs are
+    those of the same calls in this process, each model's own (two different models, so a job whose
+    result went to the wrong model or split would show)."""
+    storage = tmp_path / "lake"
+    write_batch(storage / "incoming" / "w", 60, 5, WorldConfig())
+    add_batch(storage / "incoming" / "w", storage, CurateConfig())
+    store = open_object_store("", storage)
+    teacher = build_teacher(TeacherConfig(), storage, WorldConfig())
+    run_principles(PrinciplesConfig(), storage, teacher, store, storage / "rrm" / "principles.parquet")
+    models = {}
+    torch.manual_seed(0)
+    for i in range(2):
+        model, processor = tiny_rrm(["before after red blue circle square <score>5</score> yes no"] * 10,
+                                    tmp_path / f"tok{i}")
+        with torch.no_grad():  # tiny_rrm's init is seeded: make the second model a different one
+            for param in model.parameters():
+                param.add_(i * 0.5 * torch.randn_like(param))
+        save_rrm(model, processor, tmp_path / f"m{i}")
+        models[f"m{i}"] = tmp_path / f"m{i}"
+    checklists = load_principles(storage / "rrm" / "principles.parquet")
+    test = [dict(r) for r in curated_pairs(storage, "test").to_pylist()[:6]]
+    calib = [dict(r) for r in curated_pairs(storage, "val").to_pylist()[:4]]
+    assert test and calib
+    cfg = EvaluateConfig(max_new_tokens=8, n_samples=2, temperature=1.0)  # sampled, seeded: texts differ by model
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the workers' setting: the same float reductions
+    try:
+        one = score_models(replace(cfg, workers=1), models, test, calib, store, checklists)
+    finally:
+        torch.set_num_threads(threads)
+    two = score_models(replace(cfg, workers=2), models, test, calib, store, checklists)
+    assert two == one
+    assert [len(one[m][0]) for m in models] == [len(test)] * 2 and [len(one[m][1]) for m in models] == [len(calib)] * 2
+    texts = {m: [p.chosen_text for p in one[m][0]] for m in models}
+    assert texts["m0"] != texts["m1"]  # the two models write different things
+    with pytest.raises(ValueError, match="workers"):
+        EvaluateConfig(workers=0)

@@ -8,14 +8,17 @@ ties (strict; equal or missing scores are wrong — the paper's protocol) and wi
 per pair kind (world batches), parse rate, score histogram, and per-principle agreement with the
 verifier's gold labels. Baselines: `random` (seeded uniform scores) and `teacher` (the cold-start
 teacher's own parsed scores). Paired bootstrap 95% CIs of accuracy differences between models.
-Writes `out/rrm_eval.json` and a readable `out/rrm_eval.md`.
+Writes `out/rrm_eval.json` and a readable `out/rrm_eval.md`. With `evaluate.workers` > 1 the models
+are scored in that many processes (`score_models`).
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +81,51 @@ def _teacher_scores(teacher: Teacher, pairs: list[dict], images, checklists) -> 
     return pairwise_correct(chosen, rejected), ties, gold
 
 
+def _score_job(path: str | Path, pairs: list[dict], store: ObjectStore, checklists: Mapping, kwargs: dict,
+               loaded: dict | None = None) -> list[PairScore]:
+    """One (model, split) job. `loaded` keeps the last model loaded (a worker process scores the
+    other split of the same model without loading it again)."""
+    loaded = _LOADED if loaded is None else loaded
+    if loaded.get("path") != str(path):
+        loaded.clear()
+        loaded.update(path=str(path), model=load_rrm(path))
+    model, processor = loaded["model"]
+    return score_pairs(model, processor, pairs, ImageLoader(store), checklists, **kwargs)
+
+
+_LOADED: dict[str, Any] = {}  # a worker process's last loaded model (`_score_job`)
+
+
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def score_models(cfg: EvaluateConfig, models: Mapping[str, str | Path], test: Sequence[dict],
+                 calib: Sequence[dict], store: ObjectStore, checklists: Mapping
+                 ) -> dict[str, tuple[list[PairScore], list[PairScore]]]:
+    """name → (scored test pairs, scored calibration pairs). Every (model, split) is one
+    `score_pairs` call; with ``cfg.workers`` > 1 the calls run in that many spawned processes, one
+    thread each, so the scores are those of the same calls in one process (tested)."""
+    kwargs = dict(n_samples=cfg.n_samples, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens,
+                  temperature=cfg.temperature, seed=cfg.seed)
+    jobs = [(name, split, pairs) for name in models for split, pairs in (("test", test), ("calib", calib)) if pairs]
+    out: dict[str, dict[str, list[PairScore]]] = {name: {"test": [], "calib": []} for name in models}
+    if cfg.workers > 1 and len(jobs) > 1:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(min(cfg.workers, len(jobs)), mp_context=ctx, initializer=_one_thread) as pool:
+            futures = [(name, split, pool.submit(_score_job, models[name], list(pairs), store, checklists, kwargs))
+                       for name, split, pairs in jobs]
+            for name, split, future in futures:
+                out[name][split] = future.result()
+    else:
+        held: dict[str, Any] = {}  # each model loaded once, for both of its splits
+        for name, split, pairs in jobs:
+            out[name][split] = _score_job(models[name], list(pairs), store, checklists, kwargs, loaded=held)
+    return {name: (v["test"], v["calib"]) for name, v in out.items()}
+
+
 def run_rrm_eval(cfg: EvaluateConfig, storage: Path, models: Mapping[str, str | Path], principles_path: Path,
                  store: ObjectStore, out: Path, teacher: Teacher | None = None) -> dict[str, Any]:
     """Evaluates each named model (name → `load_rrm` path or hub id) and the baselines; see the module docstring."""
@@ -108,13 +156,10 @@ def run_rrm_eval(cfg: EvaluateConfig, storage: Path, models: Mapping[str, str | 
             "acc_no_ties": sum(t_correct) / n if n else None, "tie_frac": ties / n if n else None,
             "acc_ties_half": (sum(t_correct) + ties / 2) / n if n else None}
 
-    for name, path in models.items():
-        model, processor = load_rrm(path)
-        kwargs = dict(n_samples=cfg.n_samples, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens,
-                      temperature=cfg.temperature, seed=cfg.seed)
-        thresholds = calibrate_thresholds(score_pairs(model, processor, calib, images, checklists, **kwargs)) \
-            if calib else None
-        scores = score_pairs(model, processor, test, images, checklists, **kwargs)
+    scored = score_models(cfg, models, test, calib, store, checklists)
+    for name in models:
+        scores, calib_scores = scored[name]
+        thresholds = calibrate_thresholds(calib_scores) if calib else None
         metrics = rrm_metrics(scores, kinds, thresholds)
         metrics["principle_agreement"] = _principle_agreement(scores, gold) if gold else None
         report["models"][name] = metrics
