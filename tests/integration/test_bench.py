@@ -26,3 +26,12 @@ def test_eval_workers_bench_prints_its_ratio_and_equal_scores():
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert re.search(r"ratio \d+\.\d\d \(ideal 2\.0\); same scores: True", result.stdout), result.stdout
+
+
+def test_sft_encode_bench_prints_its_ratio_and_equal_batches():
+    args = ["--batches", "2", "--batch", "4", "--world-pairs", "40"]
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "sft_encode.py"), *args], cwd=ROOT,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"ratio \d+\.\d\d; same batches: True", result.stdout), result.stdout

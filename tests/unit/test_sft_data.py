@@ -241,3 +241,26 @@ def test_self_fed_replaces_only_marked_inputs_with_the_models_own_tokens(rrm):
     # The untrained model's draws are its own predictions: a forward on them still runs and gives a loss.
     logits, labels = packed_target_logits(model, fed)
     assert torch.isfinite(sft_token_loss(logits, labels))
+
+
+def test_target_cache_gives_the_same_batches_and_keys_on_the_weights(rrm):
+    _, processor = rrm
+    caption = SFTExample(EXAMPLES[0].quad, "before: red circle. after: blue circle.", "caption")
+    examples = [*EXAMPLES, caption]
+    cache: dict = {}
+    for weights in ({}, {"verdict_weight": 5.0, "description_weight": 2.0}):
+        plain = encode_sft_batch(processor, examples, **weights)
+        first = encode_sft_batch(processor, examples, **weights, target_cache=cache)
+        again = encode_sft_batch(processor, examples, **weights, target_cache=cache)
+        for batch in (first, again):
+            assert set(batch) == set(plain)
+            for key in plain:
+                assert torch.equal(batch[key], plain[key]), key
+    # one entry per (target, weighting): the weighted judgements do not reuse the unweighted ones
+    assert len(cache) == len({e.target for e in examples}) + len({e.target for e in EXAMPLES})
+    # a hit is what is used: a changed entry changes the batch
+    key = (caption.target,)
+    ids, w = cache[key]
+    cache[key] = (ids[:-1], w[:-1])
+    assert not torch.equal(encode_sft_batch(processor, [caption], target_cache=cache)["input_ids"],
+                           encode_sft_batch(processor, [caption])["input_ids"])

@@ -109,6 +109,7 @@ class SFTTrainer:
         self.resumed_from: str | None = None
         self.last_metrics: dict[str, Any] | None = None
         self.vision_report: dict[str, float] = {}
+        self._targets: dict = {}  # encode_sft_batch's target_cache: each target tokenised once
 
     # ------------------------------------------------------------------ setup
 
@@ -298,7 +299,8 @@ class SFTTrainer:
         batches = [encode_sft_batch(self.processor,
                                     [self.train_examples[i] for i in parallel.shard(self.sampler.next_batch())],
                                     description_weight=cfg.description_weight, verdict_weight=cfg.verdict_weight,
-                                    finding_weight=cfg.finding_weight, self_feed=cfg.self_feed > 0)
+                                    finding_weight=cfg.finding_weight, self_feed=cfg.self_feed > 0,
+                                    target_cache=self._targets)
                    for _ in range(cfg.grad_accum if judging else 0)]
         if cfg.self_feed > 0 and batches:
             # Seeded by step and rank, so a resumed run draws the same tokens.
@@ -306,7 +308,7 @@ class SFTTrainer:
             batches = [self_fed(self.model, b, cfg.self_feed, generator, self._never_fed) for b in batches]
         if self.caption_sampler is not None:
             captions = [self.caption_examples[i] for i in parallel.shard(self.caption_sampler.next_batch())]
-            batches.append(encode_sft_batch(self.processor, captions))
+            batches.append(encode_sft_batch(self.processor, captions, target_cache=self._targets))
         return batches
 
     def train_step(self, batch: BatchFeature | Sequence[BatchFeature]) -> float:
@@ -413,7 +415,8 @@ class SFTTrainer:
         total, count = 0.0, 0
         right: dict[str, list[int]] = {k: [0, 0] for k in (*_PART_NAMES.values(), "finding_no", "check_no")}
         for start in range(0, len(self.val_examples), self.cfg.batch_size):
-            batch = encode_sft_batch(self.processor, self.val_examples[start:start + self.cfg.batch_size])
+            batch = encode_sft_batch(self.processor, self.val_examples[start:start + self.cfg.batch_size],
+                                     target_cache=self._targets)
             logits, labels = packed_target_logits(self.model, batch)
             n = int((labels != IGNORE_INDEX).sum())
             total += float(sft_token_loss(logits, labels)) * n
