@@ -228,7 +228,7 @@ def encode_sft_batch(processor: RRMProcessor, examples: Sequence[SFTExample],
     With ``self_feed`` also ``self_feed_mask`` (B, L) bool: the judgement tokens `self_feed_mask`
     marks (never a prompt, caption or padding token).
     ``target_cache`` (a dict the caller keeps, e.g. one per trainer): each target's ids and weights
-    are tokenised and split into parts once and looked up after — a third of an SFT step's encoding
+    are tokenised and split into parts once and looked up after — ~45% of an SFT step's encoding
     time (`bench/sft_encode.py`); the batch is the same with or without it (tested).
     """
     if not examples:
