@@ -28,18 +28,7 @@ from editr1.lake.catalog import curated_pairs
 from editr1.lake.objects import open_object_store
 from editr1.models import save_rrm, tiny_rrm
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def lake(path: Path | None, tmp: Path, pairs: int) -> Path:
-    if path is not None:
-        return path
-    from editr1.demo import run_demo
-
-    storage = tmp / "lake"
-    run_demo(storage, seed=0, pairs=pairs, params_path=ROOT / "params.yaml", train=False)
-    return storage
-
+from _lake import world_lake  # bench/_lake.py
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -51,7 +40,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
-        storage = lake(args.storage, Path(tmp), args.world_pairs)
+        storage = world_lake(args.storage, Path(tmp), args.world_pairs)
         store = open_object_store("", storage)
         checklists = load_principles(storage / "rrm" / "principles.parquet")
         test = curated_pairs(storage, "test").to_pylist()[: args.pairs]

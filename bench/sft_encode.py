@@ -27,17 +27,7 @@ from editr1.config import load_config
 from editr1.training.data import encode_sft_batch
 from editr1.training.sft import SFTConfig, SFTTrainer
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def lake(path: Path | None, tmp: Path, pairs: int) -> Path:
-    if path is not None:
-        return path
-    from editr1.demo import run_demo
-
-    storage = tmp / "lake"
-    run_demo(storage, seed=0, pairs=pairs, params_path=ROOT / "params.yaml", train=False)
-    return storage
+from _lake import ROOT, world_lake  # bench/_lake.py
 
 
 def main() -> None:
@@ -49,7 +39,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
-        storage = lake(args.storage, Path(tmp), args.world_pairs)
+        storage = world_lake(args.storage, Path(tmp), args.world_pairs)
         cfg = dataclasses.replace(load_config(SFTConfig, "sft", ROOT / "params.yaml"), workers=1, batch_size=args.batch,
                                   caption_batch_size=args.batch, vision_pretrain_steps=1, eval_every=0)
         trainer = SFTTrainer(cfg, storage, storage / "rrm" / "trajectories.parquet",

@@ -25,18 +25,7 @@ import torch
 
 from editr1.training.sft import SFTConfig, SFTTrainer, run_sft
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def lake(path: Path | None, tmp: Path) -> Path:
-    if path is not None:
-        return path
-    from editr1.demo import run_demo
-
-    storage = tmp / "lake"
-    run_demo(storage, seed=0, pairs=300, params_path=ROOT / "params.yaml", train=False)
-    return storage
-
+from _lake import world_lake  # bench/_lake.py
 
 def sft_rate(cfg: SFTConfig, storage: Path, out: Path) -> float:
     metrics = run_sft(cfg, storage, storage / "rrm" / "trajectories.parquet", storage / "rrm" / "principles.parquet",
@@ -78,7 +67,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
-        storage = lake(args.storage, Path(tmp))
+        storage = world_lake(args.storage, Path(tmp))
         cfg = SFTConfig(batch_size=args.batch, max_steps=args.steps, max_seconds=0.0, eval_pairs=0,
                         eval_loss_examples=8, checkpoint_every=0, log_every=0, warmup_steps=5)
         one = sft_rate(cfg, storage, Path(tmp) / "one")

@@ -9,29 +9,26 @@ import sys
 from tests.conftest import ROOT
 
 
-def test_train_step_bench_prints_its_ratio():
-    # beta > 0 (the default) needs the frozen reference's log-probs: the bench broke once without them
-    args = ["--pairs", "1", "--n-samples", "2", "--max-new-tokens", "12", "--repeats", "1"]
-    result = subprocess.run([sys.executable, str(ROOT / "bench" / "train_step.py"), *args], cwd=ROOT,
+def run_bench(script: str, *args: str) -> str:
+    """Runs bench/<script> with ``args`` (offline, one thread); its stdout, after checking it exited 0."""
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / script), *args], cwd=ROOT,
                             env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert re.search(r"ratio gcpo / bare: \d+\.\d\d", result.stdout), result.stdout
+    return result.stdout
+
+
+def test_train_step_bench_prints_its_ratio():
+    # beta > 0 (the default) needs the frozen reference's log-probs: the bench broke once without them
+    out = run_bench("train_step.py", "--pairs", "1", "--n-samples", "2", "--max-new-tokens", "12", "--repeats", "1")
+    assert re.search(r"ratio gcpo / bare: \d+\.\d\d", out), out
 
 
 def test_eval_workers_bench_prints_its_ratio_and_equal_scores():
-    args = ["--models", "2", "--pairs", "2", "--max-new-tokens", "4", "--world-pairs", "40"]
-    result = subprocess.run([sys.executable, str(ROOT / "bench" / "eval_workers.py"), *args], cwd=ROOT,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert re.search(r"ratio \d+\.\d\d \(ideal 2\.0\); same scores: True", result.stdout), result.stdout
+    out = run_bench("eval_workers.py", "--models", "2", "--pairs", "2", "--max-new-tokens", "4", "--world-pairs", "40")
+    assert re.search(r"ratio \d+\.\d\d \(ideal 2\.0\); same scores: True", out), out
 
 
 def test_sft_encode_bench_prints_its_ratio_and_equal_batches():
-    args = ["--batches", "2", "--batch", "4", "--world-pairs", "40"]
-    result = subprocess.run([sys.executable, str(ROOT / "bench" / "sft_encode.py"), *args], cwd=ROOT,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert re.search(r"ratio \d+\.\d\d; same batches: True", result.stdout), result.stdout
+    out = run_bench("sft_encode.py", "--batches", "2", "--batch", "4", "--world-pairs", "40")
+    assert re.search(r"ratio \d+\.\d\d; same batches: True", out), out

@@ -22,13 +22,19 @@ from editr1.teachers.params import TeacherConfig
 from editr1.world import WorldConfig, write_batch
 
 
-def test_report_has_models_baselines_kinds_and_cis(tmp_path):
-    storage = tmp_path / "lake"
-    write_batch(storage / "incoming" / "w", 120, 11, WorldConfig())
+def world_lake(storage: Path, pairs: int, seed: int):
+    """A curated world lake with principles; (store, teacher)."""
+    write_batch(storage / "incoming" / "w", pairs, seed, WorldConfig())
     add_batch(storage / "incoming" / "w", storage, CurateConfig())
     store = open_object_store("", storage)
     teacher = build_teacher(TeacherConfig(), storage, WorldConfig())
     run_principles(PrinciplesConfig(), storage, teacher, store, storage / "rrm" / "principles.parquet")
+    return store, teacher
+
+
+def test_report_has_models_baselines_kinds_and_cis(tmp_path):
+    storage = tmp_path / "lake"
+    store, teacher = world_lake(storage, 120, 11)
     torch.manual_seed(0)
     model, processor = tiny_rrm(["before after <score>5</score> yes no"] * 10, tmp_path / "tok")
     save_rrm(model, processor, tmp_path / "m")
@@ -58,11 +64,7 @@ def test_scoring_in_worker_processes_gives_the_scores_of_one_process(tmp_path):
     those of the same calls in this process, each model's own (two different models, so a job whose
     result went to the wrong model or split would show)."""
     storage = tmp_path / "lake"
-    write_batch(storage / "incoming" / "w", 60, 5, WorldConfig())
-    add_batch(storage / "incoming" / "w", storage, CurateConfig())
-    store = open_object_store("", storage)
-    teacher = build_teacher(TeacherConfig(), storage, WorldConfig())
-    run_principles(PrinciplesConfig(), storage, teacher, store, storage / "rrm" / "principles.parquet")
+    store, _ = world_lake(storage, 60, 5)
     models = {}
     torch.manual_seed(0)
     for i in range(2):
