@@ -155,13 +155,14 @@ def valid_checkpoints(run: Path) -> list[str]:
     return sorted(p.name for p in directory.glob("step-*") if (p / "manifest.json").exists()) if directory.exists() else []
 
 
-@pytest.mark.parametrize("workers, unfreeze", [(1, 0), (2, 0), (1, 6)])
-def test_resume_after_sigkill_gives_the_uninterrupted_weights(lake, tmp_path, workers, unfreeze):
+@pytest.mark.parametrize("workers, unfreeze, kept", [(1, 0, False), (2, 0, False), (1, 6, False), (2, -1, True)])
+def test_resume_after_sigkill_gives_the_uninterrupted_weights(lake, tmp_path, workers, unfreeze, kept):
     # Steps slow enough (batch 8) that the kill lands mid-run, after the first checkpoint. With two
     # workers the kill hits rank 0; the other rank loses its peer and exits. With ``unfreeze`` the tower
     # is frozen until step 6: a kill before it resumes a frozen tower, one after it a training one.
+    # ``unfreeze`` -1: frozen throughout, and with ``kept`` the examples are encoded once (cache_encoded).
     cfg = dataclasses.replace(FAST, batch_size=8, workers=workers, caption_warmup_steps=2, verdict_weight=3.0,
-                              freeze_vision=unfreeze > 0, unfreeze_vision_step=unfreeze)
+                              freeze_vision=unfreeze != 0, unfreeze_vision_step=max(unfreeze, 0), cache_encoded=kept)
     reference = tmp_path / "uninterrupted"
     finish(sft_process(lake, reference, cfg))
 
@@ -185,6 +186,21 @@ def test_resume_after_sigkill_gives_the_uninterrupted_weights(lake, tmp_path, wo
     assert metrics["resumed_from"].endswith(killed_at)
     assert metrics["final"]["steps"] == 12
     assert_same_weights(run / "model", reference / "model")
+
+
+def test_kept_encodings_train_like_fresh_ones(lake, tmp_path):
+    """`sft.cache_encoded`: the same steps on the same examples, the frozen tower's features computed
+    once per chunk instead of in every batch — the weights agree up to float rounding."""
+    trajectories, principles = stage_args(lake)
+    cfg = dataclasses.replace(FAST, max_steps=4, checkpoint_every=0, freeze_vision=True, verdict_weight=3.0)
+    fresh = run_sft(cfg, lake, trajectories, principles, tmp_path / "fresh", resume=False)
+    kept = run_sft(dataclasses.replace(cfg, cache_encoded=True), lake, trajectories, principles, tmp_path / "kept",
+                   resume=False)
+    assert fresh["kept_encodings"] == 0 and kept["kept_encodings"] >= 2 * FAST.batch_size
+    a, b = weights(tmp_path / "fresh" / "model"), weights(tmp_path / "kept" / "model")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=5e-5)
 
 
 def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(lake, tmp_path):

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from PIL import Image
 from transformers import BatchFeature
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from editr1.models.processor import RRMProcessor, encode_batch
 from editr1.models.tokenizer import ENDOFTEXT, IM_END
@@ -294,9 +295,15 @@ def encode_sft_batch(processor: RRMProcessor, examples: Sequence[SFTExample],
     })
 
 
-def model_inputs(batch: BatchFeature, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-    """The forward's keyword arguments of an `encode_sft_batch` batch, on ``device``."""
-    return {k: batch[k].to(device) for k in MODEL_KEYS if k in batch}
+def model_inputs(batch: BatchFeature, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """The forward's keyword arguments of an `encode_sft_batch` batch, on ``device``. A batch with
+    ``image_features`` (the vision tower's output, `editr1.training.example_cache`) hands them to
+    Qwen2.5-VL as ``mm_encoder_outputs``, so the tower is not run again."""
+    inputs: dict[str, Any] = {k: batch[k].to(device) for k in MODEL_KEYS if k in batch}
+    if "image_features" in batch:
+        features = batch["image_features"].to(device)
+        inputs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=(features,))}
+    return inputs
 
 
 def token_counts(batch: BatchFeature) -> dict[str, int]:

@@ -64,6 +64,7 @@ from editr1.training.data import (
     target_part_ids,
     token_counts,
 )
+from editr1.training.example_cache import EncodedExamples
 from editr1.training.forward import base_model as _base_model
 from editr1.training.forward import packed_loss_weights, packed_target_logits, self_fed
 from editr1.training.losses import IGNORE_INDEX, sft_token_loss
@@ -167,6 +168,11 @@ class SFTTrainer:
             ResumableSampler(len(self.caption_examples), cfg.seed + 1,
                              min(cfg.caption_batch_size, len(self.caption_examples)), drop_last=True)
             if self.caption_examples else None)
+        self._encoded = self._caption_encoded = None
+        if cfg.cache_encoded:  # the tower is frozen throughout (SFTConfig checks): encode each example once
+            self._encoded = EncodedExamples(self.processor, self.train_examples, self.model, **self._encode_kwargs())
+            self._caption_encoded = EncodedExamples(self.processor, self.caption_examples, self.model,
+                                                    target_cache=self._targets)
         torch.manual_seed(cfg.seed)
         if checkpoint is not None:
             self.resume(checkpoint)
@@ -296,20 +302,29 @@ class SFTTrainer:
         ``caption_batch_size`` > 0."""
         cfg = self.cfg
         judging = self.step >= cfg.caption_warmup_steps
-        batches = [encode_sft_batch(self.processor,
-                                    [self.train_examples[i] for i in parallel.shard(self.sampler.next_batch())],
-                                    description_weight=cfg.description_weight, verdict_weight=cfg.verdict_weight,
-                                    finding_weight=cfg.finding_weight, self_feed=cfg.self_feed > 0,
-                                    target_cache=self._targets)
+        batches = [self._judge_batch(parallel.shard(self.sampler.next_batch()))
                    for _ in range(cfg.grad_accum if judging else 0)]
         if cfg.self_feed > 0 and batches:
             # Seeded by step and rank, so a resumed run draws the same tokens.
             generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step * 101 + parallel.rank())
             batches = [self_fed(self.model, b, cfg.self_feed, generator, self._never_fed) for b in batches]
         if self.caption_sampler is not None:
-            captions = [self.caption_examples[i] for i in parallel.shard(self.caption_sampler.next_batch())]
-            batches.append(encode_sft_batch(self.processor, captions, target_cache=self._targets))
+            indices = parallel.shard(self.caption_sampler.next_batch())
+            batches.append(self._caption_encoded.batch(indices) if self._caption_encoded is not None else
+                           encode_sft_batch(self.processor, [self.caption_examples[i] for i in indices],
+                                            target_cache=self._targets))
         return batches
+
+    def _encode_kwargs(self) -> dict[str, Any]:
+        cfg = self.cfg
+        return {"description_weight": cfg.description_weight, "verdict_weight": cfg.verdict_weight,
+                "finding_weight": cfg.finding_weight, "self_feed": cfg.self_feed > 0, "target_cache": self._targets}
+
+    def _judge_batch(self, indices: list[int]) -> BatchFeature:
+        """The judge examples ``indices`` as a batch: kept encodings with ``cache_encoded``, else encoded now."""
+        if self._encoded is not None:
+            return self._encoded.batch(indices)
+        return encode_sft_batch(self.processor, [self.train_examples[i] for i in indices], **self._encode_kwargs())
 
     def train_step(self, batch: BatchFeature | Sequence[BatchFeature]) -> float:
         """One optimizer step on a batch (or the micro-batches of one step); returns the training loss.
@@ -477,6 +492,8 @@ class SFTTrainer:
             "train_examples": float(len(self.train_examples)),
             "tokens_per_example": counts["total"] / n_sample,
             "target_tokens_per_example": counts["target"] / n_sample,
+            # examples this rank encoded once and kept (sft.cache_encoded), judgements and captions
+            "kept_encodings": float(sum(len(c) for c in (self._encoded, self._caption_encoded) if c is not None)),
             **self.vision_report,
         })
         model = self.model

@@ -67,6 +67,12 @@ class SFTConfig:
         metadata={"help": "With freeze_vision: from this step on the tower trains too, at vision_lr_ratio × the "
                           "learning rate (0 = frozen throughout)."})
     vision_lr_ratio: float = field(default=0.1, metadata={"help": "The tower's learning rate over lr once unfrozen."})
+    cache_encoded: bool = field(
+        default=False,
+        metadata={"help": "With freeze_vision (frozen throughout): encode each training example once — tokens, labels "
+                          "and the frozen tower's image features — and keep it in memory "
+                          "(editr1.training.example_cache); a step then only pads and stacks. Memory grows with "
+                          "the examples × image tokens × hidden size: fine for the tiny RRM, large for a hub model."})
     lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (peft) instead of all weights; "
                                                         "merged into the saved model."})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
@@ -153,6 +159,9 @@ class SFTConfig:
         if self.freeze_vision and self.model == "tiny" and self.vision_pretrain_steps <= 0:
             raise ValueError("sft.freeze_vision with a tiny model needs vision_pretrain_steps > 0 "
                              "(a frozen random vision tower sees nothing)")
+        if self.cache_encoded and not (self.freeze_vision and self.unfreeze_vision_step == 0):
+            raise ValueError("sft.cache_encoded needs freeze_vision with unfreeze_vision_step 0: the kept image "
+                             "features are only valid while the vision tower does not change")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"sft.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.tiny_tokenizer not in TOKENIZERS:
