@@ -162,11 +162,18 @@ def target_part_ids(processor: RRMProcessor, target: str) -> tuple[list[int], li
     elsewhere; a token over two parts gets the later one). Tokenised once, with offsets."""
     encoded = processor.tokenizer(target + IM_END, add_special_tokens=False, return_offsets_mapping=True)
     spans = target_parts(target)
+    text = target + IM_END
+    by_char = [PART_OTHER] * (len(text) + 1)  # the latest part over each character
+    for part, part_spans in spans.items():
+        for s_start, s_end in part_spans:
+            by_char[s_start:s_end] = [max(part, p) for p in by_char[s_start:s_end]]
     parts = []
     for start, end in encoded["offset_mapping"]:
-        held = [part for part, part_spans in spans.items()
-                if any(start < s_end and end > s_start for s_start, s_end in part_spans)]
-        parts.append(max(held, default=PART_OTHER))
+        if start < end:
+            parts.append(max(by_char[start:end]))
+        else:  # an empty token holds a part only strictly inside one of its spans
+            parts.append(max((part for part, part_spans in spans.items()
+                              if any(s_start < start < s_end for s_start, s_end in part_spans)), default=PART_OTHER))
     return encoded["input_ids"], parts
 
 
