@@ -84,7 +84,7 @@ class EncodedExamples:
     def _encode_chunk(self, first: int) -> None:
         indices = range(first, min(first + self.chunk, len(self.examples)))
         batch = encode_sft_batch(self.processor, [self.examples[i] for i in indices], **self.encode_kwargs)
-        features = image_features(self.model, batch)
+        features = image_features(self.model, batch).cpu()  # kept in host memory, moved per batch
         tokens_per_image = (batch["image_grid_thw"].prod(dim=1) // self._merge).tolist()
         image, token = 0, 0
         for j, i in enumerate(indices):
