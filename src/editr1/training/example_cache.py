@@ -10,7 +10,7 @@ a tower that `sft.freeze_vision` keeps fixed for the whole run. With a frozen to
 change, so `EncodedExamples` encodes each example once and keeps its rows (input ids, token types,
 labels, loss weights) and its images' features; a batch is then only padding and stacking, and the
 decoder receives the features through Qwen2.5-VL's ``mm_encoder_outputs`` instead of pixels
-(`editr1.training.data.model_inputs`). `bench/sft_encode.py` measures the step it saves.
+(`editr1.training.data.model_inputs`). `bench/sft_cache.py` measures the step it saves.
 
 Examples are encoded in fixed chunks (``chunk`` consecutive examples of the list, the first time one
 of them is asked for), so the features of an example are the same numbers whichever batch asks
