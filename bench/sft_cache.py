@@ -14,7 +14,6 @@ for itself, and whether the first step's loss is the same both ways.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import tempfile
 import time
@@ -24,14 +23,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
-from editr1.config import load_config
 from editr1.training.data import encode_sft_batch
 from editr1.training.example_cache import EncodedExamples
 from editr1.training.forward import packed_loss_weights, packed_target_logits
 from editr1.training.losses import sft_token_loss
-from editr1.training.sft import SFTConfig, SFTTrainer
 
-from _lake import ROOT, world_lake  # bench/_lake.py
+from _lake import sft_trainer, world_lake  # bench/_lake.py
 
 
 def main() -> None:
@@ -44,14 +41,9 @@ def main() -> None:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         storage = world_lake(args.storage, Path(tmp), args.world_pairs)
-        cfg = dataclasses.replace(load_config(SFTConfig, "sft", ROOT / "params.yaml"), workers=1,
-                                  batch_size=args.batch, caption_batch_size=args.batch, vision_pretrain_steps=1,
-                                  eval_every=0, freeze_vision=True, unfreeze_vision_step=0, cache_encoded=False)
-        trainer = SFTTrainer(cfg, storage, storage / "rrm" / "trajectories.parquet",
-                             storage / "rrm" / "principles.parquet", Path(tmp) / "run")
-        trainer.setup(resume=False)
-        weights = dict(description_weight=cfg.description_weight, verdict_weight=cfg.verdict_weight,
-                       finding_weight=cfg.finding_weight, target_cache=trainer._targets)
+        trainer = sft_trainer(storage, Path(tmp) / "run", batch_size=args.batch, caption_batch_size=args.batch,
+                              freeze_vision=True, unfreeze_vision_step=0, cache_encoded=False)
+        weights = trainer._encode_kwargs()  # params.yaml's loss weights and the trainer's target cache
         judge, captions = trainer.train_examples, trainer.caption_examples
         n = min(len(judge), len(captions))
         steps = [list(range(i * args.batch, (i + 1) * args.batch)) for i in range(min(args.steps, n // args.batch))]

@@ -13,7 +13,6 @@ epoch on every target is a hit). Prints seconds per step of encoding both ways a
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import tempfile
 import time
@@ -23,11 +22,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
-from editr1.config import load_config
 from editr1.training.data import encode_sft_batch
-from editr1.training.sft import SFTConfig, SFTTrainer
 
-from _lake import ROOT, world_lake  # bench/_lake.py
+from _lake import sft_trainer, world_lake  # bench/_lake.py
 
 
 def main() -> None:
@@ -40,11 +37,8 @@ def main() -> None:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         storage = world_lake(args.storage, Path(tmp), args.world_pairs)
-        cfg = dataclasses.replace(load_config(SFTConfig, "sft", ROOT / "params.yaml"), workers=1, batch_size=args.batch,
-                                  caption_batch_size=args.batch, vision_pretrain_steps=1, eval_every=0)
-        trainer = SFTTrainer(cfg, storage, storage / "rrm" / "trajectories.parquet",
-                             storage / "rrm" / "principles.parquet", Path(tmp) / "run")
-        trainer.setup(resume=False)
+        trainer = sft_trainer(storage, Path(tmp) / "run", batch_size=args.batch, caption_batch_size=args.batch)
+        cfg = trainer.cfg
         judge, captions = trainer.train_examples, trainer.caption_examples
         steps = [(judge[i * args.batch:(i + 1) * args.batch], captions[i * args.batch:(i + 1) * args.batch])
                  for i in range(args.batches)]

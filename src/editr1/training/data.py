@@ -162,8 +162,7 @@ def target_part_ids(processor: RRMProcessor, target: str) -> tuple[list[int], li
     elsewhere; a token over two parts gets the later one). Tokenised once, with offsets."""
     encoded = processor.tokenizer(target + IM_END, add_special_tokens=False, return_offsets_mapping=True)
     spans = target_parts(target)
-    text = target + IM_END
-    by_char = [PART_OTHER] * (len(text) + 1)  # the latest part over each character
+    by_char = [PART_OTHER] * (len(target) + len(IM_END))  # the latest part over each character
     for part, part_spans in spans.items():
         for s_start, s_end in part_spans:
             by_char[s_start:s_end] = [max(part, p) for p in by_char[s_start:s_end]]

@@ -54,7 +54,7 @@ def image_features(model: torch.nn.Module, batch: BatchFeature) -> Tensor:
     device = next(base.parameters()).device
     with torch.no_grad():
         out = base.model.get_image_features(batch["pixel_values"].to(device), batch["image_grid_thw"].to(device))
-    return torch.cat(list(out.pooler_output)).detach()
+    return torch.cat(list(out.pooler_output))
 
 
 class EncodedExamples:
@@ -85,21 +85,14 @@ class EncodedExamples:
         indices = range(first, min(first + self.chunk, len(self.examples)))
         batch = encode_sft_batch(self.processor, [self.examples[i] for i in indices], **self.encode_kwargs)
         features = image_features(self.model, batch).cpu()  # kept in host memory, moved per batch
-        tokens_per_image = (batch["image_grid_thw"].prod(dim=1) // self._merge).tolist()
-        image, token = 0, 0
+        grids = batch["image_grid_thw"].view(len(indices), 2, 3)  # encode_sft_batch: source, edited per example
+        tokens = (grids.prod(dim=2) // self._merge).sum(dim=1).tolist()  # image tokens per example
+        start = 0
         for j, i in enumerate(indices):
             length = int(batch["attention_mask"][j].sum())
             rows = {k: batch[k][j, :length].clone() for k in _ROW_PADDING if k in batch}
-            n_tokens = int((rows["mm_token_type_ids"] == 1).sum())  # image tokens of this example
-            first_image, taken = image, 0
-            while taken < n_tokens:
-                taken += tokens_per_image[image]
-                image += 1
-            if taken != n_tokens:
-                raise ValueError(f"example {i}: {n_tokens} image tokens do not match its images' grids")
-            self._encoded[i] = EncodedExample(rows, batch["image_grid_thw"][first_image:image].clone(),
-                                              features[token:token + n_tokens].clone())
-            token += n_tokens
+            self._encoded[i] = EncodedExample(rows, grids[j].clone(), features[start:start + tokens[j]].clone())
+            start += tokens[j]
 
     def example(self, index: int) -> EncodedExample:
         """The encoded example ``index`` (its chunk is encoded on first use)."""
