@@ -37,3 +37,8 @@ def test_sft_encode_bench_prints_its_ratio_and_equal_batches():
 def test_sft_cache_bench_prints_its_ratio_and_the_same_loss():
     out = run_bench("sft_cache.py", "--steps", "2", "--batch", "4", "--world-pairs", "40")
     assert re.search(r"ratio \d+\.\d\d; encoding all \d+ examples once: .* same loss: True", out), out
+
+
+def test_sft_prefix_bench_prints_its_ratio_and_the_same_gradients():
+    out = run_bench("sft_prefix.py", "--steps", "2", "--batch", "4", "--world-pairs", "40")
+    assert re.search(r"ratio \d+\.\d\d; shared tokens \d+% .* same: True", out), out

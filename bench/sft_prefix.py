@@ -1,0 +1,79 @@
+"""SFT steps that run the batch's shared opening once (`editr1.training.forward.decoder_hidden`:
+the system prompt and the user turn up to the first image, the same tokens in every row) against
+one pass over every row's whole sequence, on the same batches in the same run.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/sft_prefix.py [--storage LAKE] [--steps 10] [--batch 32]
+
+Without --storage a 300-pair (--world-pairs) world lake is built in a temp dir. Each step is a
+judgement batch and a caption batch (params.yaml's loss weights, kept encodings), forward through
+the LM head on the supervised tokens, loss, backward; one thread, each way three times, alternating.
+Prints the seconds per step both ways, the ratio, the shared and total tokens, and the largest
+difference between the two ways' losses and gradients (same: both within float rounding).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch
+
+from editr1.training.forward import packed_loss_weights, packed_target_logits, shared_prefix_length
+from editr1.training.losses import sft_token_loss
+
+from _lake import sft_trainer, world_lake  # bench/_lake.py
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--storage", type=Path, help="A lake with rrm/trajectories.parquet (default: build one).")
+    parser.add_argument("--steps", type=int, default=10, help="Steps timed each way, per round.")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--world-pairs", type=int, default=300, help="Size of the lake built without --storage.")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        storage = world_lake(args.storage, Path(tmp), args.world_pairs)
+        trainer = sft_trainer(storage, Path(tmp) / "run", batch_size=args.batch, caption_batch_size=args.batch,
+                              caption_warmup_steps=0, freeze_vision=True, unfreeze_vision_step=0, cache_encoded=True)
+        steps = [trainer.next_batches() for _ in range(args.steps)]
+        model = trainer.model
+
+        def step(batches: list, share: bool) -> tuple[float, list[torch.Tensor]]:
+            model.zero_grad(set_to_none=True)
+            total = 0.0
+            for batch in batches:
+                logits, labels = packed_target_logits(model, batch, share_prefix=share)
+                loss = sft_token_loss(logits, labels, packed_loss_weights(batch))
+                loss.backward()
+                total += float(loss.detach())
+            return total, [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+        (loss_a, grads_a), (loss_b, grads_b) = step(steps[0], True), step(steps[0], False)
+        grad_diff = max(float((a - b).abs().max()) for a, b in zip(grads_a, grads_b))
+        seconds = {True: [], False: []}
+        for _ in range(3):
+            for share in (True, False):
+                started = time.perf_counter()
+                for batches in steps:
+                    step(batches, share)
+                seconds[share].append((time.perf_counter() - started) / len(steps))
+        shared = sum(len(b["input_ids"]) * shared_prefix_length(b["input_ids"], b["attention_mask"],
+                                                                 b["mm_token_type_ids"])
+                     for batches in steps for b in batches)
+        tokens = sum(int(b["attention_mask"].sum()) for batches in steps for b in batches)
+    plain, once = min(seconds[False]), min(seconds[True])
+    same = abs(loss_a - loss_b) <= 1e-5 * abs(loss_b) and grad_diff <= 1e-5
+    print(f"per step ({args.batch} judgements + {args.batch} captions, {len(steps)} steps, best of 3): "
+          f"whole sequences {plain:.3f} s, shared opening once {once:.3f} s; ratio {plain / once:.2f}; "
+          f"shared tokens {shared / tokens:.0%} of {tokens / len(steps):.0f} per step; "
+          f"loss difference {abs(loss_a - loss_b):.2e}, largest gradient difference {grad_diff:.2e}; same: {same}")
+
+
+if __name__ == "__main__":
+    main()
