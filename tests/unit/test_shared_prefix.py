@@ -1,5 +1,6 @@
-"""`editr1.training.forward.decoder_hidden`: the batch's shared opening run once gives the hidden
-states, the SFT loss and the gradients of one pass over the whole batch."""
+"""`editr1.training.forward`: the batch's shared opening run once (`decoder_hidden`) and compiled
+decoder layers (`compile_decoder`) give the hidden states, the SFT loss and the gradients of one
+eager pass over the whole batch."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from editr1.rrm.principles import Principle
 from editr1.rrm.prompt import render_user_text
 from editr1.training.data import SFTExample, caption_examples, encode_sft_batch, model_inputs
 from editr1.training.example_cache import EncodedExamples
-from editr1.training.forward import (decoder_hidden, packed_loss_weights, packed_target_logits,
+from editr1.training.forward import (compile_decoder, decoder_hidden, packed_loss_weights, packed_target_logits,
                                      shared_prefix_length)
 from editr1.training.losses import sft_token_loss
 
@@ -107,3 +108,25 @@ def test_a_single_row_or_no_shared_opening_runs_the_plain_pass(rrm):
     model, processor = rrm
     batch = encode_sft_batch(processor, EXAMPLES[:1])
     assert torch.equal(decoder_hidden(model, batch), whole(model, batch))
+
+
+def test_compiled_decoder_layers_give_the_eager_loss_and_gradients(rrm):
+    import copy
+
+    model, processor = rrm
+    compiled = copy.deepcopy(model)
+    assert compile_decoder(compiled) == len(model.model.language_model.layers)
+    assert compiled.state_dict().keys() == model.state_dict().keys()  # saved models are unchanged
+    batches = [encode_sft_batch(processor, EXAMPLES[:3], verdict_weight=5.0), encode_sft_batch(processor, EXAMPLES[1:])]
+    for batch in batches:  # two shapes: the second reuses the dynamic kernels
+        results = []
+        for m in (model, compiled):
+            m.zero_grad(set_to_none=True)
+            logits, labels = packed_target_logits(m, batch)
+            loss = sft_token_loss(logits, labels, packed_loss_weights(batch))
+            loss.backward()
+            results.append((float(loss.detach()), {n: p.grad for n, p in m.named_parameters() if p.grad is not None}))
+        (eager_loss, eager_grads), (loss, grads) = results
+        assert loss == pytest.approx(eager_loss, rel=1e-5)
+        for name, grad in grads.items():
+            torch.testing.assert_close(grad, eager_grads[name], rtol=1e-3, atol=1e-5, msg=name)

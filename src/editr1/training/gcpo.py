@@ -68,6 +68,7 @@ from editr1.training.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
+from editr1.training.forward import compile_decoder
 from editr1.training.losses import (
     categorical_kl,
     expected_action_objective,
@@ -167,6 +168,10 @@ class GCPOConfig:
     seed: int = field(default=0, metadata={"help": "Seed of the pair order and of the sampling seeds."})
     threads: int = field(default=1, metadata={"help": "torch CPU threads (1 is fastest for tiny models here)."})
     device: str = field(default="cpu", metadata={"help": "torch device (cpu, cuda, cuda:1…)."})
+    compile: bool = field(
+        default=False,
+        metadata={"help": "torch.compile the policy's decoder layers (`editr1.training.forward.compile_decoder`; "
+                          "sampling and the update both use them); compiling counts against max_seconds."})
     grad_clip: float = field(default=1.0, metadata={"help": "Max global gradient norm (0 = no clipping)."})
     skip_zero_advantage: bool = field(
         default=False,
@@ -352,6 +357,8 @@ class GCPOTrainer:
 
         self.model, self.processor = load_rrm(self.sft_model, device=cfg.device)
         self.model.eval()  # no dropout in RL: the first PPO ratio must be exactly 1
+        if cfg.compile:
+            compile_decoder(self.model)
         self.max_new_tokens = cfg.max_new_tokens or generation_budget(self.processor, trajectory_texts)
         self.reference = None
         if cfg.beta > 0 or cfg.score_kl > 0:

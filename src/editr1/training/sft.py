@@ -66,7 +66,7 @@ from editr1.training.data import (
 )
 from editr1.training.example_cache import EncodedExamples
 from editr1.training.forward import base_model as _base_model
-from editr1.training.forward import packed_loss_weights, packed_target_logits, self_fed
+from editr1.training.forward import compile_decoder, packed_loss_weights, packed_target_logits, self_fed
 from editr1.training.losses import IGNORE_INDEX, sft_token_loss
 from editr1.training.sft_config import RUN_FIELDS, SFTConfig, lr_factor
 from editr1.training.vision_pretrain import VisionPretrainer, world_scenes
@@ -152,6 +152,8 @@ class SFTTrainer:
         self.model = self._adapt(model)
         self.model.to(cfg.device)
         self.model.train()
+        if cfg.compile:
+            compile_decoder(self.model)
         params = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         groups = [
             {"params": [p for _, p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
