@@ -28,7 +28,7 @@ def sft_trainer(storage: Path, out: Path, **overrides):
     from editr1.training.sft import SFTConfig, SFTTrainer
 
     cfg = dataclasses.replace(load_config(SFTConfig, "sft", ROOT / "params.yaml"), workers=1, vision_pretrain_steps=1,
-                              eval_every=0, **overrides)
+                              vision_pretrain_min_acc=0.0, eval_every=0, **overrides)
     trainer = SFTTrainer(cfg, storage, storage / "rrm" / "trajectories.parquet", storage / "rrm" / "principles.parquet",
                          out)
     trainer.setup(resume=False)

@@ -23,8 +23,9 @@ EDITR1 = str(Path(sys.executable).parent / "editr1")
 SMOKE = {
     "demo": {"pairs": 150},
     "sft": {"max_steps": 6, "max_seconds": 0.0, "caption_batch_size": 4, "batch_size": 8, "warmup_steps": 2,
-            "vision_pretrain_steps": 3, "vision_pretrain_batch": 8, "caption_warmup_steps": 2,
-            "eval_pairs": 4, "eval_loss_examples": 8, "max_new_tokens": 24, "checkpoint_every": 0, "log_every": 0},
+            "vision_pretrain_steps": 3, "vision_pretrain_min_acc": 0.0, "vision_pretrain_batch": 8,
+            "caption_warmup_steps": 2, "eval_pairs": 4,
+            "eval_loss_examples": 8, "max_new_tokens": 24, "checkpoint_every": 0, "log_every": 0},
     "gcpo": {"max_steps": 2, "max_seconds": 0.0, "pairs_per_step": 2, "n_samples": 2, "max_new_tokens": 24,
              "eval_pairs": 4, "checkpoint_every": 0},
     "evaluate": {"max_new_tokens": 24, "max_pairs": 12, "bootstrap": 20},

@@ -74,7 +74,7 @@ def test_dvc_repro_builds_the_lake(tmp_path):
     # The rrm stage with tiny budgets: SFT (two workers) and GCPO for a few steps, a short evaluation.
     params["sft"].update(max_seconds=0.0, max_steps=3, batch_size=4, caption_batch_size=4, eval_pairs=2,
                          eval_loss_examples=4, max_new_tokens=8, checkpoint_every=0, vision_pretrain_steps=3,
-                         vision_pretrain_batch=8, caption_warmup_steps=1)
+                         vision_pretrain_min_acc=0.0, vision_pretrain_batch=8, caption_warmup_steps=1)
     params["gcpo"].update(max_seconds=0.0, max_steps=1, pairs_per_step=2, n_samples=2, max_new_tokens=8,
                           eval_pairs=0, checkpoint_every=0)
     params["evaluate"].update(max_pairs=4, max_new_tokens=8, bootstrap=20)

@@ -311,3 +311,26 @@ def test_prefix_report_forces_the_teachers_text_and_scores_what_follows(lake, tm
     assert agreement[0] < agreement[1] < agreement[2]
     with pytest.raises(ValueError, match="mode must be one of"):
         prefix_report(model, processor, lake, images, modes=["checks"])
+
+
+def test_vision_pretraining_trains_on_to_its_accuracy_floor_or_its_cap(lake, tmp_path, caplog):
+    trajectories, principles = stage_args(lake)
+    # A floor three steps cannot reach: rounds of a quarter of the steps (1) up to the cap, then a warning.
+    cfg = dataclasses.replace(FAST, max_steps=1, checkpoint_every=0, freeze_vision=True, vision_pretrain_steps=4,
+                              vision_pretrain_min_acc=1.0, vision_pretrain_max_steps=6)
+    trainer = SFTTrainer(cfg, lake, trajectories, principles, tmp_path / "capped")
+    with caplog.at_level("WARNING", logger="editr1.training.sft"):
+        trainer.setup(resume=False)
+    report = trainer.vision_report
+    assert report["vision_steps"] == 6 and report["vision_reached"] == 0.0
+    assert min(v for k, v in report.items() if k in ("vision_val_position", "vision_val_color", "vision_val_kind")) < 1
+    assert "vision_pretrain_min_acc" in caplog.text
+    # A floor it already clears: no extra step.
+    low = dataclasses.replace(cfg, vision_pretrain_min_acc=0.01)
+    trainer = SFTTrainer(low, lake, trajectories, principles, tmp_path / "reached")
+    trainer.setup(resume=False)
+    assert trainer.vision_report["vision_steps"] == 4 and trainer.vision_report["vision_reached"] == 1.0
+    with pytest.raises(ValueError, match="vision_pretrain_max_steps"):
+        dataclasses.replace(FAST, vision_pretrain_steps=4, vision_pretrain_max_steps=2)
+    with pytest.raises(ValueError, match="vision_pretrain_min_acc"):
+        dataclasses.replace(FAST, vision_pretrain_min_acc=1.5)

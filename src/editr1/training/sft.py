@@ -195,16 +195,35 @@ class SFTTrainer:
                                       lr=cfg.vision_pretrain_lr, batch_size=cfg.vision_pretrain_batch, pairs=pairs)
         loss = math.nan
         lead = parallel.rank() == 0
-        for step in range(cfg.vision_pretrain_steps):
-            loss = pretrainer.step()
-            if lead and cfg.log_every and (step + 1) % cfg.log_every == 0:
-                log.info("vision pre-training step %d  loss %.4f", step + 1, loss)
+        val_scenes = {k: v for k, v in world_scenes(truth, val_rows[:200]).items() if k not in scenes}
+        done, goal = 0, cfg.vision_pretrain_steps
+        cap = max(cfg.vision_pretrain_max_steps, goal)
+        while True:
+            for step in range(done, goal):
+                loss = pretrainer.step()
+                if lead and cfg.log_every and (step + 1) % cfg.log_every == 0:
+                    log.info("vision pre-training step %d  loss %.4f", step + 1, loss)
+            done = goal
+            accuracy = pretrainer.accuracy(val_scenes) if lead else {}
+            cells = [accuracy[k] for k in ("position", "color", "kind") if k in accuracy]
+            # Rank 0 decides, every rank follows: all of them take the same steps.
+            short = parallel.broadcast([float(bool(cells) and min(cells) < cfg.vision_pretrain_min_acc)])[0] > 0
+            if not short or done >= cap:
+                break
+            goal = min(cap, done + max(1, cfg.vision_pretrain_steps // 4))
+            log.info("vision pre-training: held-out cells %s after %d steps, under %.2f: %d more", accuracy, done,
+                     cfg.vision_pretrain_min_acc, goal - done)
         seconds = time.perf_counter() - started
         if not lead:
             return {}
-        val_scenes = {k: v for k, v in world_scenes(truth, val_rows[:200]).items() if k not in scenes}
-        report = {"vision_loss": loss, "vision_seconds": seconds,
-                  **{f"vision_val_{k}": v for k, v in pretrainer.accuracy(val_scenes).items()}}
+        report = {"vision_loss": loss, "vision_seconds": seconds, "vision_steps": float(done),
+                  **{f"vision_val_{k}": v for k, v in accuracy.items()}}
+        if cfg.vision_pretrain_min_acc > 0:
+            report["vision_reached"] = float(not short)
+            if short:
+                log.warning("vision pre-training stopped at its cap of %d steps with held-out cells %s under "
+                            "vision_pretrain_min_acc %.2f: the decoder will read the images badly", done,
+                            {k: round(v, 3) for k, v in accuracy.items()}, cfg.vision_pretrain_min_acc)
         log.info("vision pre-training: %s", report)
         return report
 

@@ -60,6 +60,16 @@ class SFTConfig:
         metadata={"help": "Keep the vision tower (patch embedding, blocks, merger) frozen during SFT, as VLM "
                           "instruction tuning usually does (with vision_pretrain_steps: the language loss of an "
                           "untrained decoder otherwise reaches the pre-trained tower first). Never with a random tower."})
+    vision_pretrain_min_acc: float = field(
+        default=0.0,
+        metadata={"help": "Tiny RRM: after vision_pretrain_steps the tower's held-out accuracy per cell (position, "
+                          "colour, kind) must reach this, or it trains on in rounds of a quarter of "
+                          "vision_pretrain_steps up to vision_pretrain_max_steps; short of it at the cap the run "
+                          "warns and logs vision_reached 0. Some seeds leave the cells' positions near chance "
+                          "after 600 steps (README). 0 = off."})
+    vision_pretrain_max_steps: int = field(
+        default=0,
+        metadata={"help": "Cap on vision pre-training steps with vision_pretrain_min_acc (0 = vision_pretrain_steps)."})
     vision_pretrain_lr: float = field(default=3e-3, metadata={"help": "AdamW learning rate of the vision pre-training."})
     vision_pretrain_batch: int = field(default=64, metadata={"help": "Images per vision pre-training step."})
     unfreeze_vision_step: int = field(
@@ -164,6 +174,11 @@ class SFTConfig:
         if self.freeze_vision and self.model == "tiny" and self.vision_pretrain_steps <= 0:
             raise ValueError("sft.freeze_vision with a tiny model needs vision_pretrain_steps > 0 "
                              "(a frozen random vision tower sees nothing)")
+        if not 0.0 <= self.vision_pretrain_min_acc <= 1.0:
+            raise ValueError(f"sft.vision_pretrain_min_acc must be in [0, 1], got {self.vision_pretrain_min_acc}")
+        if self.vision_pretrain_max_steps and self.vision_pretrain_max_steps < self.vision_pretrain_steps:
+            raise ValueError(f"sft.vision_pretrain_max_steps ({self.vision_pretrain_max_steps}) is below "
+                             f"vision_pretrain_steps ({self.vision_pretrain_steps})")
         if self.cache_encoded and not (self.freeze_vision and self.unfreeze_vision_step == 0):
             raise ValueError("sft.cache_encoded needs freeze_vision with unfreeze_vision_step 0: the kept image "
                              "features are only valid while the vision tower does not change")
