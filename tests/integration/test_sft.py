@@ -315,7 +315,7 @@ def test_prefix_report_forces_the_teachers_text_and_scores_what_follows(lake, tm
 
 def test_vision_pretraining_trains_on_to_its_accuracy_floor_or_its_cap(lake, tmp_path, caplog):
     trajectories, principles = stage_args(lake)
-    # A floor three steps cannot reach: rounds of a quarter of the steps (1) up to the cap, then a warning.
+    # A floor four steps cannot reach: rounds of a quarter of the steps (1) up to the cap, then a warning.
     cfg = dataclasses.replace(FAST, max_steps=1, checkpoint_every=0, freeze_vision=True, vision_pretrain_steps=4,
                               vision_pretrain_min_acc=1.0, vision_pretrain_max_steps=6)
     trainer = SFTTrainer(cfg, lake, trajectories, principles, tmp_path / "capped")
