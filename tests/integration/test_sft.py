@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -25,6 +26,7 @@ from safetensors.torch import load_file
 
 from editr1.demo import run_demo
 from editr1.training.sft import SFTConfig, SFTTrainer, run_sft
+from editr1.training.stratify import edit_kinds
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -155,14 +157,17 @@ def valid_checkpoints(run: Path) -> list[str]:
     return sorted(p.name for p in directory.glob("step-*") if (p / "manifest.json").exists()) if directory.exists() else []
 
 
-@pytest.mark.parametrize("workers, unfreeze, kept", [(1, 0, False), (2, 0, False), (1, 6, False), (2, -1, True)])
-def test_resume_after_sigkill_gives_the_uninterrupted_weights(lake, tmp_path, workers, unfreeze, kept):
+@pytest.mark.parametrize("workers, unfreeze, kept, balance",
+                         [(1, 0, False, 0.0), (2, 0, False, 0.0), (1, 6, False, 0.0), (2, -1, True, 1.0)])
+def test_resume_after_sigkill_gives_the_uninterrupted_weights(lake, tmp_path, workers, unfreeze, kept, balance):
     # Steps slow enough (batch 8) that the kill lands mid-run, after the first checkpoint. With two
     # workers the kill hits rank 0; the other rank loses its peer and exits. With ``unfreeze`` the tower
     # is frozen until step 6: a kill before it resumes a frozen tower, one after it a training one.
     # ``unfreeze`` -1: frozen throughout, and with ``kept`` the examples are encoded once (cache_encoded).
+    # ``balance``: judgement batches stratified over edit kinds (the kind sampler's state resumes too).
     cfg = dataclasses.replace(FAST, batch_size=8, workers=workers, caption_warmup_steps=2, verdict_weight=3.0,
-                              freeze_vision=unfreeze != 0, unfreeze_vision_step=max(unfreeze, 0), cache_encoded=kept)
+                              freeze_vision=unfreeze != 0, unfreeze_vision_step=max(unfreeze, 0), cache_encoded=kept,
+                              kind_balance=balance)
     reference = tmp_path / "uninterrupted"
     finish(sft_process(lake, reference, cfg))
 
@@ -186,6 +191,27 @@ def test_resume_after_sigkill_gives_the_uninterrupted_weights(lake, tmp_path, wo
     assert metrics["resumed_from"].endswith(killed_at)
     assert metrics["final"]["steps"] == 12
     assert_same_weights(run / "model", reference / "model")
+
+
+def test_kind_balance_gives_every_edit_kind_an_equal_share_of_the_judgement_batches(lake, tmp_path):
+    trajectories, principles = stage_args(lake)
+    shares = {}
+    for balance in (0.0, 1.0):
+        trainer = SFTTrainer(dataclasses.replace(FAST, batch_size=8, kind_balance=balance), lake, trajectories,
+                             principles, tmp_path / f"b{balance}")
+        trainer.setup(resume=False)
+        kinds = edit_kinds([{"edited_sha": e.quad.edited_sha, "source_sha": e.quad.context.source_sha,
+                             "instruction": e.quad.instruction, "principles": [], "gold": []}
+                            for e in trainer.train_examples], trainer.truth)
+        drawn = Counter(kinds[i] for _ in range(40) for i in trainer.sampler.next_batch())
+        shares[balance] = {k: n / sum(drawn.values()) for k, n in drawn.items()}
+        data = Counter(kinds)
+        assert len(drawn) == len(data) == 8  # the world's eight candidate kinds
+    rarest = min(data, key=data.get)
+    assert shares[0.0][rarest] < 0.1 and shares[1.0][rarest] == pytest.approx(1 / 8)
+    assert max(shares[1.0].values()) == pytest.approx(1 / 8)
+    with pytest.raises(ValueError, match=r"kind_balance must be in \[0, 1\]"):
+        dataclasses.replace(FAST, kind_balance=-0.1)
 
 
 def test_kept_encodings_train_like_fresh_ones(lake, tmp_path):

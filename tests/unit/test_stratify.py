@@ -9,7 +9,14 @@ from collections import Counter
 
 import pytest
 
-from editr1.training.stratify import PairKindSampler, disagreement_kinds, kind_weights, teacher_accuracy
+from editr1.training.stratify import (
+    PairKindSampler,
+    balanced_weights,
+    disagreement_kinds,
+    edit_kinds,
+    kind_weights,
+    teacher_accuracy,
+)
 
 # 100 pairs over 4 kinds of very different sizes: a rare kind must still come in every batch.
 KINDS = ["a"] * 60 + ["b"] * 25 + ["c"] * 12 + ["d"] * 3
@@ -130,3 +137,38 @@ def test_disagreement_kinds_on_a_hand_made_example():
     categories = ["color_alteration"] * 6 + ["subject_removal"] * 4
     assert teacher_accuracy(pairs[:-1], categories, scores) == {"color_alteration": (2, 6), "subject_removal": (2, 3)}
     assert disagreement_kinds(pairs[:-1], categories, scores, threshold=0.5) == {"color_alteration"}
+
+
+def test_balanced_weights_interpolate_between_the_data_shares_and_equal_kinds():
+    kinds = ["a"] * 90 + ["b"] * 10
+    for balance, share_b in ((0.0, 0.10), (0.5, 0.25), (1.0, 0.50)):
+        w = balanced_weights(kinds, balance)
+        assert w["b"] / (w["a"] + w["b"]) == pytest.approx(share_b)
+    # with balance 1 a batch of 8 holds 4 of each; its default size is the sampler's own
+    sampler = PairKindSampler(kinds, balanced_weights(kinds, 1.0), seed=0, batch_size=8)
+    counts = Counter(kinds[i] for _ in range(50) for i in sampler.next_batch())
+    assert counts == {"a": 200, "b": 200}
+    with pytest.raises(ValueError, match="balance must be in"):
+        balanced_weights(kinds, 1.5)
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        PairKindSampler(kinds, {}, seed=0).next_batch()
+
+
+def test_edit_kinds_use_the_world_kind_else_the_failed_principle_categories():
+    class Truth:  # knows one edit, as WorldTruth does: `in` by sha, `edit` by sha and context
+        def __contains__(self, sha):
+            return sha == "e1"
+
+        def edit(self, sha, source_sha, instruction):
+            if instruction != "recolor":
+                raise KeyError(sha)
+            return type("Edit", (), {"kind": "wrong_object"})()
+
+    principles = [{"question": "q1", "category": "follow"}, {"question": "q2", "category": "keep"},
+                  {"question": "q3", "category": "quality"}]
+    rows = [
+        {"edited_sha": "e1", "source_sha": "s", "instruction": "recolor", "principles": principles, "gold": [0, 1, 1]},
+        {"edited_sha": "e1", "source_sha": "s", "instruction": "move", "principles": principles, "gold": [1, 0, 0]},
+        {"edited_sha": "e2", "source_sha": "s", "instruction": "x", "principles": principles, "gold": [1, 1, 1]},
+    ]
+    assert edit_kinds(rows, Truth()) == ["wrong_object", "fails keep+quality", "passes"]

@@ -69,6 +69,7 @@ from editr1.training.forward import base_model as _base_model
 from editr1.training.forward import compile_decoder, packed_loss_weights, packed_target_logits, self_fed
 from editr1.training.losses import IGNORE_INDEX, sft_token_loss
 from editr1.training.sft_config import RUN_FIELDS, SFTConfig, lr_factor
+from editr1.training.stratify import PairKindSampler, balanced_weights, edit_kinds
 from editr1.training.vision_pretrain import VisionPretrainer, world_scenes
 from editr1.world.truth import WorldTruth
 
@@ -164,7 +165,13 @@ class SFTTrainer:
                            "lr_ratio": cfg.vision_lr_ratio})
         self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
         n = len(self.train_examples)
-        self.sampler = ResumableSampler(n, cfg.seed, min(cfg.batch_size, n), drop_last=True)
+        if cfg.kind_balance > 0:  # judgement batches stratified over edit kinds (SFTConfig.kind_balance)
+            kinds = edit_kinds(train_rows, self.truth)
+            self.sampler = PairKindSampler(kinds, balanced_weights(kinds, cfg.kind_balance), cfg.seed,
+                                           batch_size=min(cfg.batch_size, n))
+            log.info("judgement batches by kind: %s", dict(zip(self.sampler.kinds, self.sampler.shares.round(3))))
+        else:
+            self.sampler = ResumableSampler(n, cfg.seed, min(cfg.batch_size, n), drop_last=True)
         self.caption_examples = caption_examples(self.train_examples) if cfg.caption_batch_size else []
         self.caption_sampler = (
             ResumableSampler(len(self.caption_examples), cfg.seed + 1,

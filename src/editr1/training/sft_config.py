@@ -125,6 +125,14 @@ class SFTConfig:
                           "and most say the check passed ('none.', 'same.'): a model that has not learned to read "
                           "them off the description writes the common finding, then 'yes' "
                           "(README: where judgements go wrong)."})
+    kind_balance: float = field(
+        default=0.0,
+        metadata={"help": "Judgement batches stratified over edit kinds (editr1.training.stratify.edit_kinds: "
+                          "the world's candidate kind, else which principle categories the gold labels fail), "
+                          "kind k at a share proportional to count_k ** (1 - kind_balance): 0 = every example "
+                          "equally often (plain epochs), 1 = every kind equally often. The rare kinds (an edit of "
+                          "the wrong object is 9% of the world's train edits) are where the instruction does "
+                          "not predict the checks (README: SFT's wrong-object pairs)."})
     self_feed: float = field(
         default=0.0,
         metadata={"help": "Scheduled sampling in its parallel form: the probability that each token of a "
@@ -192,6 +200,8 @@ class SFTConfig:
             raise ValueError(f"sft.description_weight must be > 0, got {self.description_weight}")
         if not self.finding_weight > 0:
             raise ValueError(f"sft.finding_weight must be > 0, got {self.finding_weight}")
+        if not 0.0 <= self.kind_balance <= 1.0:
+            raise ValueError(f"sft.kind_balance must be in [0, 1], got {self.kind_balance}")
         if not 0.0 <= self.self_feed <= 1.0:
             raise ValueError(f"sft.self_feed must be in [0, 1], got {self.self_feed}")
         if not self.verdict_weight > 0:

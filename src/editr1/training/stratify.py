@@ -49,7 +49,8 @@ class PairKindSampler:
     each pair of a kind is seen once before any is seen twice.
     """
 
-    def __init__(self, kinds: Sequence[Hashable], weights: Mapping[Hashable, float], seed: int):
+    def __init__(self, kinds: Sequence[Hashable], weights: Mapping[Hashable, float], seed: int,
+                 batch_size: int | None = None):
         if len(kinds) == 0:
             raise ValueError("no pairs to sample from")
         bad = {k: w for k, w in weights.items() if not (math.isfinite(w) and w >= 0)}
@@ -61,6 +62,7 @@ class PairKindSampler:
         if not self.kinds:
             raise ValueError("every kind has weight 0: nothing to sample")
         self.seed = seed
+        self.batch_size = batch_size  # the default of next_batch
         self.n = len(kinds)
         members: dict[Hashable, list[int]] = {k: [] for k in self.kinds}
         for index, kind in enumerate(kinds):
@@ -130,9 +132,10 @@ class PairKindSampler:
             self._position[k] += take
         return out
 
-    def next_batch(self, batch_size: int) -> list[int]:
+    def next_batch(self, batch_size: int | None = None) -> list[int]:
         """The next `batch_size` pair indices (a kind smaller than its count repeats its pairs)."""
-        if batch_size < 1:
+        batch_size = self.batch_size if batch_size is None else batch_size
+        if batch_size is None or batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         counts = self._allocate(batch_size)
         batch = [i for k, c in enumerate(counts) if c > 0 for i in self._take(k, int(c))]
@@ -158,6 +161,33 @@ class PairKindSampler:
         self._epoch = [int(e) for e in state["epoch"]]
         self._position = [int(p) for p in state["position"]]
         self._rng.bit_generator.state = state["rng"]
+
+
+def edit_kinds(rows: Sequence[Mapping[str, Any]], truth: Any) -> list[str]:
+    """The kind of each trajectory row's edited image: the world's candidate kind ("wrong_object")
+    where `truth` (an `editr1.world.truth.WorldTruth`) knows the image in the row's context, else
+    the principle categories its gold labels fail ("fails keep+quality", or "passes")."""
+    out = []
+    for row in rows:
+        kind = None
+        if row["edited_sha"] in truth:
+            try:
+                kind = truth.edit(row["edited_sha"], row["source_sha"], row["instruction"]).kind
+            except (KeyError, ValueError):
+                kind = None
+        if kind is None:
+            failed = sorted({p["category"] for p, g in zip(row["principles"], row["gold"] or ()) if not g})
+            kind = "fails " + "+".join(failed) if failed else "passes"
+        out.append(kind)
+    return out
+
+
+def balanced_weights(kinds: Sequence[Hashable], balance: float) -> dict[Hashable, float]:
+    """Per-kind weights for `PairKindSampler` that give kind k a share proportional to
+    count_k ** (1 - balance): 0 keeps the data's own shares, 1 makes every kind equally frequent."""
+    if not 0.0 <= balance <= 1.0:
+        raise ValueError(f"balance must be in [0, 1], got {balance}")
+    return {k: float(n) ** (1.0 - balance) for k, n in Counter(kinds).items()}
 
 
 def teacher_accuracy(pairs: Sequence[Mapping[str, Any]], kinds: Sequence[Hashable | None],
