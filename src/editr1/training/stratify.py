@@ -15,6 +15,9 @@ A pair's kind is what distinguishes its two edits ("correct>extra_change" in the
 from `editr1.evaluation.rrm_eval.pair_kinds`); for data without world truth it is the pair's
 category. Nothing here knows which kinds are biased: `disagreement_kinds` measures it from the
 teacher's own scores on the train pairs.
+
+SFT uses the same sampler over its judgements (`sft.kind_balance`): `edit_kinds` gives each edit's
+kind and `balanced_weights` shares between the data's own (0) and every kind equally (1).
 """
 
 from __future__ import annotations
