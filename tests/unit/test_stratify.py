@@ -155,14 +155,9 @@ def test_balanced_weights_interpolate_between_the_data_shares_and_equal_kinds():
 
 
 def test_edit_kinds_use_the_world_kind_else_the_failed_principle_categories():
-    class Truth:  # knows one edit, as WorldTruth does: `in` by sha, `edit` by sha and context
-        def __contains__(self, sha):
-            return sha == "e1"
-
-        def edit(self, sha, source_sha, instruction):
-            if instruction != "recolor":
-                raise KeyError(sha)
-            return type("Edit", (), {"kind": "wrong_object"})()
+    class Truth:  # knows one edit in one context, as WorldTruth.edit_kind answers
+        def edit_kind(self, sha, source_sha, instruction):
+            return "wrong_object" if (sha, instruction) == ("e1", "recolor") else None
 
     principles = [{"question": "q1", "category": "follow"}, {"question": "q2", "category": "keep"},
                   {"question": "q3", "category": "quality"}]

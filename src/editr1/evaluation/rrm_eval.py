@@ -158,12 +158,8 @@ def pair_kinds(pairs: Sequence[Mapping[str, Any]], truth: WorldTruth) -> list[st
     """
     out: list[str | None] = []
     for pair in pairs:
-        kinds = []
-        for sha in (pair["chosen_sha"], pair["rejected_sha"]):
-            try:
-                kinds.append(truth.edit(sha, pair["source_sha"], pair["instruction"]).kind)
-            except (KeyError, ValueError):
-                kinds.append(None)
+        kinds = [truth.edit_kind(sha, pair["source_sha"], pair["instruction"])
+                 for sha in (pair["chosen_sha"], pair["rejected_sha"])]
         out.append(None if None in kinds else f"{kinds[0]}>{kinds[1]}")
     return out
 

@@ -132,7 +132,7 @@ class SFTConfig:
                           "kind k at a share proportional to count_k ** (1 - kind_balance): 0 = every example "
                           "equally often (plain epochs), 1 = every kind equally often. The rare kinds (an edit of "
                           "the wrong object is 9% of the world's train edits) are where the instruction does "
-                          "not predict the checks (README: what did move SFT)."})
+                          "not predict the checks (README: every edit kind equally often)."})
     self_feed: float = field(
         default=0.0,
         metadata={"help": "Scheduled sampling in its parallel form: the probability that each token of a "

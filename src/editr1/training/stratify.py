@@ -172,12 +172,7 @@ def edit_kinds(rows: Sequence[Mapping[str, Any]], truth: Any) -> list[str]:
     the principle categories its gold labels fail ("fails keep+quality", or "passes")."""
     out = []
     for row in rows:
-        kind = None
-        if row["edited_sha"] in truth:
-            try:
-                kind = truth.edit(row["edited_sha"], row["source_sha"], row["instruction"]).kind
-            except (KeyError, ValueError):
-                kind = None
+        kind = truth.edit_kind(row["edited_sha"], row["source_sha"], row["instruction"])
         if kind is None:
             failed = sorted({p["category"] for p, g in zip(row["principles"], row["gold"] or ()) if not g})
             kind = "fails " + "+".join(failed) if failed else "passes"

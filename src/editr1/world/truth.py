@@ -169,6 +169,14 @@ class WorldTruth:
                            f"source {str(source_sha)[:12]}… with instruction {instruction!r}")
         return _one(rows, lambda r: (r.scene, r.spec, r.effects, r.facts), f"edited image {sha[:12]}…")
 
+    def edit_kind(self, sha: str, source_sha: str, instruction: str) -> str | None:
+        """The candidate kind of the edited image `sha` in the context (`source_sha`, `instruction`)
+        ("wrong_object"), or None when the truth does not know it there, or only ambiguously."""
+        try:
+            return self.edit(sha, source_sha, instruction).kind
+        except (KeyError, ValueError):
+            return None
+
 
 def _one(rows: Sequence, key, what: str):
     """The row when all candidates agree (the same image in the same context, seen twice)."""
