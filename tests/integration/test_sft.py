@@ -77,6 +77,26 @@ def test_two_steps_change_the_parameters(lake, tmp_path, freeze_vision):
     assert trainer.model.training
 
 
+def test_muon_steps_the_decoder_matrices_and_adamw_the_embedding_and_vectors(lake, tmp_path):
+    trajectories, principles = stage_args(lake)
+    cfg = dataclasses.replace(FAST, max_steps=2, checkpoint_every=0, optimizer="muon", freeze_vision=True)
+    trainer = SFTTrainer(cfg, lake, trajectories, principles, tmp_path / "run")
+    trainer.setup(resume=False)
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    muon = {names[id(p)] for g in trainer.optimizer.muon.param_groups for p in g["params"]}
+    adamw = {names[id(p)] for g in trainer.optimizer.adamw.param_groups for p in g["params"]}
+    assert muon and all(".layers." in n and n.endswith("_proj.weight") for n in muon), sorted(muon)
+    assert any("embed_tokens" in n for n in adamw) and all(".visual." not in f".{n}" for n in muon | adamw)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    for _ in range(2):
+        assert torch.isfinite(torch.tensor(trainer.train_step(trainer.next_batches())))
+        trainer.step += 1
+    changed = {n for n, p in trainer.model.named_parameters() if not torch.equal(before[n], p.detach())}
+    assert changed == muon | adamw
+    with pytest.raises(ValueError, match="sft.optimizer"):
+        dataclasses.replace(FAST, optimizer="sgd")
+
+
 def test_lora_trains_the_adapters_only(lake, tmp_path):
     trajectories, principles = stage_args(lake)
     cfg = dataclasses.replace(FAST, checkpoint_every=0, lora=True, lora_r=4, lora_alpha=8, freeze_vision=True)
@@ -157,17 +177,20 @@ def valid_checkpoints(run: Path) -> list[str]:
     return sorted(p.name for p in directory.glob("step-*") if (p / "manifest.json").exists()) if directory.exists() else []
 
 
-@pytest.mark.parametrize("workers, unfreeze, kept, balance",
-                         [(1, 0, False, 0.0), (2, 0, False, 0.0), (1, 6, False, 0.0), (2, -1, True, 1.0)])
-def test_resume_after_sigkill_gives_the_uninterrupted_weights(lake, tmp_path, workers, unfreeze, kept, balance):
+@pytest.mark.parametrize("workers, unfreeze, kept, balance, optimizer",
+                         [(1, 0, False, 0.0, "adamw"), (2, 0, False, 0.0, "adamw"), (1, 6, False, 0.0, "adamw"),
+                          (2, -1, True, 1.0, "muon")])
+def test_resume_after_sigkill_gives_the_uninterrupted_weights(lake, tmp_path, workers, unfreeze, kept, balance,
+                                                              optimizer):
     # Steps slow enough (batch 8) that the kill lands mid-run, after the first checkpoint. With two
     # workers the kill hits rank 0; the other rank loses its peer and exits. With ``unfreeze`` the tower
     # is frozen until step 6: a kill before it resumes a frozen tower, one after it a training one.
     # ``unfreeze`` -1: frozen throughout, and with ``kept`` the examples are encoded once (cache_encoded).
     # ``balance``: judgement batches stratified over edit kinds (the kind sampler's state resumes too).
+    # ``optimizer`` muon: Muon's and AdamW's states are both in the checkpoint.
     cfg = dataclasses.replace(FAST, batch_size=8, workers=workers, caption_warmup_steps=2, verdict_weight=3.0,
                               freeze_vision=unfreeze != 0, unfreeze_vision_step=max(unfreeze, 0), cache_encoded=kept,
-                              kind_balance=balance)
+                              kind_balance=balance, optimizer=optimizer)
     reference = tmp_path / "uninterrupted"
     finish(sft_process(lake, reference, cfg))
 

@@ -68,6 +68,7 @@ from editr1.training.example_cache import EncodedExamples
 from editr1.training.forward import base_model as _base_model
 from editr1.training.forward import compile_decoder, packed_loss_weights, packed_target_logits, self_fed
 from editr1.training.losses import IGNORE_INDEX, sft_token_loss
+from editr1.training.optim import build_optimizer
 from editr1.training.sft_config import RUN_FIELDS, SFTConfig, lr_factor
 from editr1.training.stratify import PairKindSampler, balanced_weights, edit_kinds
 from editr1.training.vision_pretrain import VisionPretrainer, world_scenes
@@ -157,13 +158,13 @@ class SFTTrainer:
             compile_decoder(self.model)
         params = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         groups = [
-            {"params": [p for _, p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-            {"params": [p for _, p in params if p.dim() < 2], "weight_decay": 0.0},
+            {"params": [(n, p) for n, p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+            {"params": [(n, p) for n, p in params if p.dim() < 2], "weight_decay": 0.0},
         ]
         if cfg.freeze_vision and cfg.unfreeze_vision_step > 0:  # frozen until then: no gradient, no update
-            groups.append({"params": list(self._visual.parameters()), "weight_decay": cfg.weight_decay,
+            groups.append({"params": list(self._visual.named_parameters()), "weight_decay": cfg.weight_decay,
                            "lr_ratio": cfg.vision_lr_ratio})
-        self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
+        self.optimizer = build_optimizer(cfg.optimizer, groups, cfg.lr)
         n = len(self.train_examples)
         if cfg.kind_balance > 0:  # judgement batches stratified over edit kinds (SFTConfig.kind_balance)
             kinds = edit_kinds(train_rows, self.truth)

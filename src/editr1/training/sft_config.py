@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass, field
 
 from editr1.models.rrm import TinyRRMSpec
+from editr1.training.optim import OPTIMIZERS
 
 SCHEDULES = ("cosine", "constant")
 TOKENIZERS = ("phrase", "word")
@@ -91,7 +92,12 @@ class SFTConfig:
     lora_target_modules: tuple[str, ...] = field(
         default=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
         metadata={"help": "Module names that get LoRA adapters."})
-    lr: float = field(default=3e-3, metadata={"help": "Peak learning rate (AdamW)."})
+    optimizer: str = field(
+        default="adamw",
+        metadata={"help": "'adamw', or 'muon': Muon on the decoder's 2-D hidden matrices (update RMS matched to "
+                          "AdamW's, so lr and schedule carry over) and AdamW on the embedding, norms and biases "
+                          "(editr1.training.optim). README: \"Muon\"."})
+    lr: float = field(default=3e-3, metadata={"help": "Peak learning rate (AdamW's; Muon's matched to it)."})
     warmup_steps: int = field(default=40, metadata={"help": "Linear warm-up steps."})
     schedule: str = field(
         default="cosine",
@@ -190,6 +196,8 @@ class SFTConfig:
         if self.cache_encoded and not (self.freeze_vision and self.unfreeze_vision_step == 0):
             raise ValueError("sft.cache_encoded needs freeze_vision with unfreeze_vision_step 0: the kept image "
                              "features are only valid while the vision tower does not change")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"sft.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"sft.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.tiny_tokenizer not in TOKENIZERS:
