@@ -37,9 +37,9 @@ def control_config(sft: SFTConfig, seconds: float, steps: int = 0) -> SFTConfig:
     """SFT continued from the SFT model for the same compute as GCPO: a wall-clock budget (or a
     step count), no intermediate evaluation, caption warm-up skipped (the model is already trained:
     caption-only steps would spend the control's budget off its task), one process (GCPO holds the
-    other core). The lr warm-up stays: the control's optimizer is a fresh Adam, whose first step
-    moves every weight by about the peak lr — without a warm-up that step cost the full profile's
-    control 1.3 points under its SFT start (README: the control)."""
+    other core). The optimizer is SFT's (``sft.optimizer``), fresh. The lr warm-up stays: a fresh
+    Adam's first step moves every weight by about the peak lr — without a warm-up that step cost the
+    full profile's control 1.3 points under its SFT start (README: the control)."""
     return replace(sft, max_seconds=seconds, max_steps=steps, eval_every=0, caption_warmup_steps=0, workers=1)
 
 

@@ -94,9 +94,10 @@ class SFTConfig:
         metadata={"help": "Module names that get LoRA adapters."})
     optimizer: str = field(
         default="adamw",
-        metadata={"help": "'adamw', or 'muon': Muon on the decoder's 2-D hidden matrices (update RMS matched to "
-                          "AdamW's, so lr and schedule carry over) and AdamW on the embedding, norms and biases "
-                          "(editr1.training.optim). README: \"Muon\"."})
+        metadata={"help": "'adamw', or 'muon': Muon on the 2-D hidden weight matrices (the decoder's, and the "
+                          "tower's when it trains; update RMS matched to AdamW's, so lr and schedule carry over) "
+                          "and AdamW on the embedding, norms and biases (editr1.training.optim). README: "
+                          "\"Muon: the same SFT steps learn more\"."})
     lr: float = field(default=3e-3, metadata={"help": "Peak learning rate (AdamW's; Muon's matched to it)."})
     warmup_steps: int = field(default=40, metadata={"help": "Linear warm-up steps."})
     schedule: str = field(
