@@ -43,3 +43,8 @@ def test_sft_prefix_bench_prints_its_ratio_and_the_same_gradients():
     out = run_bench("sft_prefix.py", "--steps", "2", "--batch", "4", "--world-pairs", "40")
     assert re.search(r"once [\d.]+ s \(ratio \d+\.\d\d\), and with compiled layers [\d.]+ s \(ratio \d+\.\d\d; "
                      r".*; shared tokens \d+% .* same: True", out), out
+
+
+def test_sft_loss_bench_prints_its_ratio_and_the_same_gradients():
+    out = run_bench("sft_loss.py", "--steps", "2", "--batch", "4", "--world-pairs", "40")
+    assert re.search(r"ratio \d+\.\d\d; first-step loss .* same: True; logits not held whole: \d+ targets", out), out

@@ -252,6 +252,21 @@ def test_kept_encodings_train_like_fresh_ones(lake, tmp_path):
         torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=5e-5)
 
 
+def test_the_fused_loss_trains_like_logits_then_loss(lake, tmp_path):
+    """`sft.fused_loss` (LM head and loss fused, chunked) against the logits at the supervised
+    positions then `sft_token_loss`: the same steps give the same weights up to float rounding."""
+    trajectories, principles = stage_args(lake)
+    cfg = dataclasses.replace(FAST, max_steps=4, checkpoint_every=0, verdict_weight=3.0)
+    plain = run_sft(dataclasses.replace(cfg, fused_loss=False), lake, trajectories, principles, tmp_path / "plain",
+                    resume=False)
+    fused = run_sft(cfg, lake, trajectories, principles, tmp_path / "fused", resume=False)
+    assert fused["train_loss"] == pytest.approx(plain["train_loss"], rel=1e-4)
+    a, b = weights(tmp_path / "plain" / "model"), weights(tmp_path / "fused" / "model")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=5e-5)
+
+
 def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(lake, tmp_path):
     trajectories, principles = stage_args(lake)
     run = tmp_path / "run"

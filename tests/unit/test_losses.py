@@ -22,6 +22,7 @@ from editr1.training.losses import (
     grpo_advantages,
     group_advantages,
     k3_kl,
+    linear_cross_entropy,
     mean_advantage_over_length,
     ppo_clip_token_loss,
     score_action_rewards,
@@ -103,6 +104,59 @@ def test_sft_token_loss_refuses_a_batch_without_targets():
 
 
 # --------------------------------------------------------------------------- GCPO rewards
+
+
+def test_linear_cross_entropy_by_hand():
+    # hidden [[1], [0]], LM head weight [[1], [0]] (V = 2, H = 1): logits [1, 0] and [0, 0].
+    # targets [0, 1]: CE0 = log(1 + e^-1), CE1 = log 2; weights [3, 1] -> (3 CE0 + CE1) / 4.
+    # d/d hidden_i = share_i · (softmax_i − onehot_i) @ W with share = [3/4, 1/4]:
+    #   row 0: (σ(1) − 1)·1 + (1 − σ(1))·0 = σ(1) − 1;  row 1: (1/2 − 0)·1 + (1/2 − 1)·0 = 1/2.
+    hidden = t([[1.0], [0.0]], torch.float32).requires_grad_()
+    weight = t([[1.0], [0.0]], torch.float32).requires_grad_()
+    loss = linear_cross_entropy(hidden, weight, torch.tensor([0, 1]), t([3.0, 1.0], torch.float32), chunk=1)
+    ce0, ce1 = math.log(1 + math.exp(-1)), math.log(2)
+    assert_close(loss, torch.tensor((3 * ce0 + ce1) / 4))
+    loss.backward()
+    sigma = 1 / (1 + math.exp(-1))
+    assert_close(hidden.grad, t([[0.75 * (sigma - 1)], [0.25 * 0.5]], torch.float32))
+    # d/d W[v] = Σ_i share_i (softmax_i[v] − onehot_i[v]) hidden_i: only row 0 has hidden ≠ 0.
+    assert_close(weight.grad, t([[0.75 * (sigma - 1)], [0.75 * (1 - sigma)]], torch.float32))
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 64])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_linear_cross_entropy_equals_the_packed_logits_loss(chunk, weighted):
+    # The fused loss against `sft_token_loss` on logits = hidden @ W.T in its packed layout
+    # (a leading -100 label, an unused last logit row): same value, same gradients.
+    gen = torch.Generator().manual_seed(0)
+    n, h, v = 11, 5, 13
+    hidden0, weight0 = torch.randn(n, h, generator=gen), torch.randn(v, h, generator=gen)
+    targets = torch.randint(0, v, (n,), generator=gen)
+    token_weights = torch.rand(n, generator=gen) * 4 + 0.5 if weighted else None
+    hidden, weight = hidden0.clone().requires_grad_(), weight0.clone().requires_grad_()
+    fused = linear_cross_entropy(hidden, weight, targets, token_weights, chunk=chunk)
+    fused.backward()
+    ref_hidden, ref_weight = hidden0.clone().requires_grad_(), weight0.clone().requires_grad_()
+    logits = torch.cat([ref_hidden @ ref_weight.t(), torch.zeros(1, v)])[None]
+    labels = torch.cat([torch.tensor([IGNORE_INDEX]), targets])[None]
+    packed_weights = None if token_weights is None else torch.cat([torch.zeros(1), token_weights])[None]
+    plain = sft_token_loss(logits, labels, packed_weights)
+    plain.backward()
+    assert_close(fused, plain)
+    assert_close(hidden.grad, ref_hidden.grad)
+    assert_close(weight.grad, ref_weight.grad)
+
+
+def test_linear_cross_entropy_refuses_bad_input():
+    hidden, weight, targets = torch.zeros(2, 3), torch.zeros(4, 3), torch.tensor([0, 1])
+    with pytest.raises(ValueError, match="hidden"):
+        linear_cross_entropy(hidden, torch.zeros(4, 2), targets)
+    with pytest.raises(ValueError, match="targets"):
+        linear_cross_entropy(hidden, weight, torch.tensor([0]))
+    with pytest.raises(ValueError, match="no supervised token"):
+        linear_cross_entropy(torch.zeros(0, 3), weight, torch.zeros(0, dtype=torch.long))
+    with pytest.raises(ValueError, match="sum to zero"):
+        linear_cross_entropy(hidden, weight, targets, torch.zeros(2))
 
 
 def test_gcpo_rewards_with_a_tie_by_hand():

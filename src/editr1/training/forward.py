@@ -34,15 +34,23 @@ def packed_target_logits(model: torch.nn.Module, batch: BatchFeature,
     shifts — so the loss equals ``sft_token_loss(model(**batch).logits, batch["labels"])``.
     share_prefix: run the rows' shared opening once (`decoder_hidden`).
     """
+    hidden, targets = packed_target_hidden(model, batch, share_prefix)
+    logits = base_model(model).get_output_embeddings()(hidden)  # [N, V]
+    packed = torch.cat([logits, logits.new_zeros(1, logits.shape[-1])])[None]
+    packed_labels = torch.cat([targets.new_full((1,), IGNORE_INDEX), targets])[None]
+    return packed, packed_labels
+
+
+def packed_target_hidden(model: torch.nn.Module, batch: BatchFeature,
+                         share_prefix: bool = True) -> tuple[Tensor, Tensor]:
+    """The decoder's last hidden states where the next token has a label, and those labels:
+    (hidden [N, H], targets [N]) in row-major order — the input of `linear_cross_entropy` with the
+    LM head's weight, whose loss equals `packed_target_logits` + `sft_token_loss`."""
     device = next(model.parameters()).device
     labels = batch["labels"].to(device)
-    base = base_model(model)
     hidden = decoder_hidden(model, batch, share_prefix)  # [B, L, H]
     predicts = labels[:, 1:] != IGNORE_INDEX  # hidden state t predicts token t + 1
-    logits = base.get_output_embeddings()(hidden[:, :-1][predicts])  # [N, V]
-    packed = torch.cat([logits, logits.new_zeros(1, logits.shape[-1])])[None]
-    packed_labels = torch.cat([labels.new_full((1,), IGNORE_INDEX), labels[:, 1:][predicts]])[None]
-    return packed, packed_labels
+    return hidden[:, :-1][predicts], labels[:, 1:][predicts]
 
 
 def packed_loss_weights(batch: BatchFeature) -> Tensor | None:

@@ -1,9 +1,10 @@
 """Losses, rewards, advantages and log-probs: pure functions of tensors (DESIGN §6, §7).
 
-    from editr1.training.losses import (build_sft_labels, sft_token_loss, gcpo_rewards,
+    from editr1.training.losses import (build_sft_labels, sft_token_loss, linear_cross_entropy, gcpo_rewards,
         group_advantages, gcpo_loss, grpo_advantages, flow_sde_step_mean, gaussian_logprob)
     labels = build_sft_labels(input_ids, completion_mask)          # -100 outside the completion
     loss = sft_token_loss(logits, labels)                         # HF-style shift inside
+    loss = linear_cross_entropy(hidden, head.weight, targets, w)  # the same, LM head fused, chunked
     r_w, r_l = gcpo_rewards(tau_w, tau_l)                         # [..., N] each, NaN = parse failure
     adv = torch.cat([group_advantages(r_w), group_advantages(r_l)])   # each side its own group
     loss, stats = gcpo_loss(logp_new, logp_old, logp_ref, adv, mask, clip_eps=0.2, beta=0.02)
@@ -85,6 +86,79 @@ def sft_token_loss(logits: Tensor, labels: Tensor, weights: Tensor | None = None
         return per_token.sum() / n_targets
     w = weights[:, 1:].reshape(-1).to(per_token.device, torch.float32) * supervised.reshape(-1)
     return (per_token * w).sum() / w.sum()
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """Σ w·CE(hidden @ weightᵀ, targets) / Σ w with the gradients computed chunk by chunk in the
+    forward pass, so no [N, V] logits or gradient tensor is ever whole (see `linear_cross_entropy`)."""
+
+    @staticmethod
+    def forward(ctx, hidden: Tensor, weight: Tensor, targets: Tensor, token_weights: Tensor,
+                chunk: int) -> Tensor:
+        h, w_head = hidden.float(), weight.float()
+        share = token_weights.float() / token_weights.float().sum()  # [N], sums to 1
+        grad_hidden = torch.empty_like(h) if ctx.needs_input_grad[0] else None
+        grad_weight = torch.zeros_like(w_head) if ctx.needs_input_grad[1] else None
+        loss = h.new_zeros(())
+        for start in range(0, h.shape[0], chunk):
+            rows = slice(start, start + chunk)
+            logits = h[rows] @ w_head.t()  # [C, V]
+            lse = torch.logsumexp(logits, dim=-1)  # [C]
+            target = targets[rows, None]
+            loss += ((lse - logits.gather(1, target)[:, 0]) * share[rows]).sum()
+            if grad_hidden is None and grad_weight is None:
+                continue
+            # d loss / d logits = share · (softmax − one-hot), built in the logits' own storage
+            grad = logits.sub_(lse[:, None]).exp_()
+            grad.scatter_add_(1, target, grad.new_full(target.shape, -1.0)).mul_(share[rows, None])
+            if grad_hidden is not None:
+                grad_hidden[rows] = grad @ w_head
+            if grad_weight is not None:
+                grad_weight.addmm_(grad.t(), h[rows])
+        ctx.save_for_backward(grad_hidden, grad_weight)
+        ctx.dtypes = (hidden.dtype, weight.dtype)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor):
+        grad_hidden, grad_weight = ctx.saved_tensors
+        hidden_dtype, weight_dtype = ctx.dtypes
+        return (None if grad_hidden is None else (grad_hidden * grad_output).to(hidden_dtype),
+                None if grad_weight is None else (grad_weight * grad_output).to(weight_dtype),
+                None, None, None)
+
+
+def linear_cross_entropy(hidden: Tensor, weight: Tensor, targets: Tensor, token_weights: Tensor | None = None,
+                         chunk: int = 1024) -> Tensor:
+    """The LM head and the next-token cross-entropy in one, for packed supervised positions.
+
+    hidden: [N, H], the decoder's last hidden state at the N positions that predict a token;
+    weight: [V, H], the LM head (no bias); targets: [N] token ids; token_weights: optional [N] ≥ 0.
+    Returns a scalar, Σ w·CE / Σ w (plain mean without weights) — the value and gradients of
+    ``sft_token_loss`` on the packed logits ``hidden @ weight.T``, to float rounding, in float32.
+    The gradients are computed in the forward pass over row chunks of ``chunk`` and kept ([N, H]
+    and [V, H]), so the [N, V] logits, softmax and their gradient never exist whole: on a CPU
+    those tensors (tens of MB per SFT batch) cost more in fresh memory and zero-filling than in
+    arithmetic. Call ``backward`` once per call (the gradients are precomputed).
+    Raises ValueError on shape mismatches, no targets, or weights that sum to zero.
+    """
+    if hidden.dim() != 2 or weight.dim() != 2 or hidden.shape[1] != weight.shape[1]:
+        raise ValueError(f"expected hidden [N, H] and weight [V, H], got {tuple(hidden.shape)} "
+                         f"and {tuple(weight.shape)}")
+    if targets.shape != hidden.shape[:1]:
+        raise ValueError(f"targets {tuple(targets.shape)} must be [N] = [{hidden.shape[0]}]")
+    if hidden.shape[0] == 0:
+        raise ValueError("no supervised token in the batch")
+    if token_weights is None:
+        token_weights = hidden.new_ones(hidden.shape[0], dtype=torch.float32)
+    elif token_weights.shape != targets.shape:
+        raise ValueError(f"token_weights {tuple(token_weights.shape)} must have the targets' shape "
+                         f"{tuple(targets.shape)}")
+    if not float(token_weights.sum()) > 0:
+        raise ValueError("token_weights sum to zero: no token carries loss")
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    return _LinearCrossEntropy.apply(hidden, weight, targets.to(hidden.device), token_weights.to(hidden.device), chunk)
 
 
 # --------------------------------------------------------------------------- GCPO rewards and advantages

@@ -66,8 +66,9 @@ from editr1.training.data import (
 )
 from editr1.training.example_cache import EncodedExamples
 from editr1.training.forward import base_model as _base_model
-from editr1.training.forward import compile_decoder, packed_loss_weights, packed_target_logits, self_fed
-from editr1.training.losses import IGNORE_INDEX, sft_token_loss
+from editr1.training.forward import (compile_decoder, packed_loss_weights, packed_target_hidden,
+                                     packed_target_logits, self_fed)
+from editr1.training.losses import IGNORE_INDEX, linear_cross_entropy, sft_token_loss
 from editr1.training.optim import build_optimizer
 from editr1.training.sft_config import RUN_FIELDS, SFTConfig, lr_factor
 from editr1.training.stratify import PairKindSampler, balanced_weights, edit_kinds
@@ -376,9 +377,14 @@ class SFTTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss_value = torch.zeros(1, dtype=torch.float64)  # on the CPU, where the ranks' sums meet
         trainable = [p for p in self.model.parameters() if p.requires_grad]
+        head = _base_model(self.model).get_output_embeddings()
         for b, w, count in zip(batches, weights, counts):
-            logits, labels = packed_target_logits(self.model, b)
-            loss = sft_token_loss(logits, labels, w) * (count / float(total))
+            if self.cfg.fused_loss and head.bias is None:  # LM head and loss fused, chunked
+                hidden, targets = packed_target_hidden(self.model, b)
+                loss = linear_cross_entropy(hidden, head.weight, targets, None if w is None else w[0, 1:])
+            else:
+                loss = sft_token_loss(*packed_target_logits(self.model, b), w)
+            loss = loss * (count / float(total))
             loss.backward()
             loss_value += float(loss.detach())
         parallel.all_reduce_gradients(trainable, [loss_value])

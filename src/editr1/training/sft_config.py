@@ -184,6 +184,12 @@ class SFTConfig:
         metadata={"help": "torch.compile the decoder layers (dynamic shapes; `editr1.training.forward."
                           "compile_decoder`): fused kernels, ~1.3x the steps per second of the tiny RRM on CPU, "
                           "after ~30-60 s of compiling that count against max_seconds. For runs of many minutes."})
+    fused_loss: bool = field(
+        default=True,
+        metadata={"help": "Fuse the LM head into the loss and compute both chunk by chunk "
+                          "(`editr1.training.losses.linear_cross_entropy`): the same loss and gradients to float "
+                          "rounding without the [tokens, vocabulary] logits and their gradient in memory "
+                          "(`bench/sft_loss.py`). false: logits at the supervised positions, then the loss."})
 
     def __post_init__(self) -> None:
         if self.freeze_vision and self.model == "tiny" and self.vision_pretrain_steps <= 0:
