@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,3 +34,14 @@ def sft_trainer(storage: Path, out: Path, **overrides):
                          out)
     trainer.setup(resume=False)
     return trainer
+
+
+def sft_bench_args(doc: str, steps: int, steps_help: str = "Steps timed each way, per round.") -> argparse.Namespace:
+    """The SFT bench scripts' shared command line: --storage, --steps (default ``steps``), --batch,
+    --world-pairs; the description is the first line of ``doc``."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--storage", type=Path, help="A lake with rrm/trajectories.parquet (default: build one).")
+    parser.add_argument("--steps", type=int, default=steps, help=steps_help)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--world-pairs", type=int, default=300, help="Size of the lake built without --storage.")
+    return parser.parse_args()

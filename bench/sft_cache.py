@@ -13,7 +13,6 @@ for itself, and whether the first step's loss is the same both ways.
 
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 import time
@@ -28,16 +27,11 @@ from editr1.training.example_cache import EncodedExamples
 from editr1.training.forward import packed_loss_weights, packed_target_logits
 from editr1.training.losses import sft_token_loss
 
-from _lake import sft_trainer, world_lake  # bench/_lake.py
+from _lake import sft_bench_args, sft_trainer, world_lake  # bench/_lake.py
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--storage", type=Path, help="A lake with rrm/trajectories.parquet (default: build one).")
-    parser.add_argument("--steps", type=int, default=10, help="Steps timed each way.")
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--world-pairs", type=int, default=300, help="Size of the lake built without --storage.")
-    args = parser.parse_args()
+    args = sft_bench_args(__doc__, 10, "Steps timed each way.")
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         storage = world_lake(args.storage, Path(tmp), args.world_pairs)

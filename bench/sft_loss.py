@@ -15,7 +15,6 @@ hub model's vocabulary of ~150 k tokens that is GBs per step; with the tiny RRM'
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import os
@@ -27,16 +26,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
-from _lake import sft_trainer, world_lake  # bench/_lake.py
+from _lake import sft_bench_args, sft_trainer, world_lake  # bench/_lake.py
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--storage", type=Path, help="A lake with rrm/trajectories.parquet (default: build one).")
-    parser.add_argument("--steps", type=int, default=20, help="Steps timed each way, each round.")
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--world-pairs", type=int, default=300, help="Size of the lake built without --storage.")
-    args = parser.parse_args()
+    args = sft_bench_args(__doc__, 20)
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         storage = world_lake(args.storage, Path(tmp), args.world_pairs)

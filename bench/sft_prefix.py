@@ -15,7 +15,6 @@ within float rounding), and the seconds the first compiled pass over the steps t
 
 from __future__ import annotations
 
-import argparse
 import copy
 import os
 import tempfile
@@ -29,16 +28,11 @@ import torch
 from editr1.training.forward import compile_decoder, packed_loss_weights, packed_target_logits, shared_prefix_length
 from editr1.training.losses import sft_token_loss
 
-from _lake import sft_trainer, world_lake  # bench/_lake.py
+from _lake import sft_bench_args, sft_trainer, world_lake  # bench/_lake.py
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--storage", type=Path, help="A lake with rrm/trajectories.parquet (default: build one).")
-    parser.add_argument("--steps", type=int, default=10, help="Steps timed each way, per round.")
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--world-pairs", type=int, default=300, help="Size of the lake built without --storage.")
-    args = parser.parse_args()
+    args = sft_bench_args(__doc__, 10)
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         storage = world_lake(args.storage, Path(tmp), args.world_pairs)

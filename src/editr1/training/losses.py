@@ -96,7 +96,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def forward(ctx, hidden: Tensor, weight: Tensor, targets: Tensor, token_weights: Tensor,
                 chunk: int) -> Tensor:
         h, w_head = hidden.float(), weight.float()
-        share = token_weights.float() / token_weights.float().sum()  # [N], sums to 1
+        share = token_weights.float()
+        share = share / share.sum()  # [N], sums to 1
         grad_hidden = torch.empty_like(h) if ctx.needs_input_grad[0] else None
         grad_weight = torch.zeros_like(w_head) if ctx.needs_input_grad[1] else None
         loss = h.new_zeros(())
