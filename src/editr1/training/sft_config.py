@@ -31,7 +31,10 @@ class SFTConfig:
     tiny_text_hidden: int = field(default=64, metadata={"help": "Tiny RRM: text decoder hidden size."})
     tiny_text_layers: int = field(default=2, metadata={"help": "Tiny RRM: text decoder layers."})
     tiny_text_heads: int = field(default=4, metadata={"help": "Tiny RRM: attention heads (head dim = hidden / heads)."})
-    tiny_text_kv_heads: int = field(default=2, metadata={"help": "Tiny RRM: key/value heads."})
+    tiny_text_kv_heads: int = field(
+        default=2,
+        metadata={"help": "Tiny RRM: key/value heads (grouped-query attention below tiny_text_heads). The `full` "
+                          "profile uses 4, one per query head (README: four key/value heads)."})
     tiny_text_intermediate: int = field(default=256, metadata={"help": "Tiny RRM: MLP inner size."})
     tiny_rope_theta: float = field(
         default=10.0, metadata={"help": "Tiny RRM: RoPE base; low so a few image tokens get distinct 2-D positions."})
