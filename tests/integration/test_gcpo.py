@@ -121,6 +121,25 @@ def test_two_steps_change_the_model_with_sane_stats(world, tmp_path):
     assert all(torch.equal(reference[k], before[k]) for k in before)
 
 
+def test_linear_schedule_decays_the_lr_with_the_runs_progress(world, tmp_path):
+    # warm-up over 2 steps, then down to 0 with progress = max(step / max_steps, seconds / max_seconds)
+    trainer = trainer_for(world, tmp_path / "run", lr=1e-3, warmup_steps=2, max_steps=4, schedule="linear")
+    lrs = []
+    for step in range(4):
+        trainer.step = step
+        lrs.append(trainer.learning_rate())
+    assert lrs == pytest.approx([1e-3 * 0.5, 1e-3 * 0.75, 1e-3 * 0.5, 1e-3 * 0.25])
+    timed = trainer_for(world, tmp_path / "timed", lr=1e-3, warmup_steps=0, max_steps=0, max_seconds=10.0,
+                        schedule="linear")
+    timed.step, timed.train_seconds = 5, 7.5
+    assert timed.learning_rate() == pytest.approx(2.5e-4)
+    timed.train_seconds = 12.0  # past the budget: never negative
+    assert timed.learning_rate() == 0.0
+    assert trainer_for(world, tmp_path / "flat", lr=1e-3, warmup_steps=0, max_steps=4).learning_rate() == 1e-3
+    with pytest.raises(ValueError, match="schedule"):
+        GCPOConfig(**{**SMALL, "max_steps": 4, "schedule": "cosine"})
+
+
 def test_first_epoch_ratio_is_one_and_stats_report_the_update(world, tmp_path):
     # One inner epoch: the PPO ratio is exactly 1 (the old log-probs come from the same forward).
     trainer = trainer_for(world, tmp_path / "run", max_steps=1, inner_epochs=1)

@@ -4,31 +4,29 @@
     metrics = run_gcpo(GCPOConfig(), storage, Path("runs/sft/model"), storage / "rrm/trajectories.parquet",
                        storage / "rrm/principles.parquet", Path("runs/gcpo"))
 
-Each step draws `pairs_per_step` non-tie human train pairs, samples N traces on each image with the
-current policy (`editr1.training.rollout`), turns the cross-group comparisons of their scores τ
-into rewards and mean-centred advantages (`editr1.training.losses`: `gcpo_rewards` with its NaN
-rule, `group_advantages` per side), and takes `inner_epochs` PPO-clip steps on the 2N traces of
-each pair (`gcpo_loss`, + β·k3 KL to the frozen SFT model when β > 0).
+Each step draws `pairs_per_step` non-tie human train pairs, samples N traces on each image with the current
+policy (`editr1.training.rollout`), turns the cross-group comparisons of their scores τ into rewards and
+mean-centred advantages (`editr1.training.losses`: `gcpo_rewards` with its NaN rule, `group_advantages`
+per side), and takes `inner_epochs` PPO-clip steps on the 2N traces of each pair (`gcpo_loss`, + β·k3 KL
+to the frozen SFT model when β > 0); the lr follows `schedule`.
 
-Which pairs (FINDINGS.md, "GCPO can fix the teacher's bias"): GCPO can only add what the SFT data
-lacks — the orderings where the teacher and the annotators disagree. With `stratify`, batches are
-stratified over pair kinds (`editr1.training.stratify`; the world's "correct>extra_change", or the
-category for data without world truth), every kind at its natural share, and the kinds the teacher
-orders wrongly on the train pairs — measured from the cold-start trajectories, never hard-coded —
-weighted `oversample_disagreement` times more.
+Which pairs (FINDINGS.md, "GCPO can fix the teacher's bias"): GCPO can only add what the SFT data lacks —
+the orderings where the teacher and the annotators disagree. With `stratify`, batches are stratified over
+pair kinds (`editr1.training.stratify`; the world's "correct>extra_change", or the category for data
+without world truth), every kind at its natural share, and the kinds the teacher orders wrongly on the
+train pairs — measured from the cold-start trajectories, never hard-coded — weighted
+`oversample_disagreement` times more.
 
-Which readout and which tokens (README, "GCPO from the full profile's SFT model"): with `tau_readout:
-parsed` the score a trace writes is the action rewarded; under `expected` τ depends on the reasoning
-only, so GCPO can move it only by changing what the trace says. `policy_tokens` narrows the policy
-term to the score tokens (`score`) or replaces it, for every trace that parsed, by the exact
-expectation over the scores it could have written (`score_exact`, `rollout.ExactScore`); the KL to
-the SFT model covers every token either way.
+Which readout and which tokens (README, "GCPO from the full profile's SFT model"): with `tau_readout: parsed`
+the score a trace writes is the action rewarded; under `expected` τ depends on the reasoning only, so GCPO
+can move it only by changing what the trace says. `policy_tokens` narrows the policy term to the score
+tokens (`score`) or replaces it, for every trace that parsed, by the exact expectation over the scores it
+could have written (`score_exact`, `rollout.ExactScore`); the KL to the SFT model covers every token.
 
-Checkpoints every `checkpoint_every` steps under out/checkpoints/ (model, optimizer, sampler, RNG,
-history) and resumes exactly: the sampling seed of step s is derived from (seed, s), so a resumed
-run draws the same traces as an uninterrupted one (when its length is set by max_steps; a
-max_seconds budget depends on the machine's speed). Writes out/model/ (`save_rrm`) and
-out/metrics.json (per-step history, val evaluations, final metrics).
+Checkpoints every `checkpoint_every` steps under out/checkpoints/ (model, optimizer, sampler, RNG, history)
+and resumes exactly: the sampling seed of step s is derived from (seed, s), so a resumed run draws the same
+traces as an uninterrupted one (when max_steps sets its length; a max_seconds budget depends on the
+machine's speed). Writes out/model/ (`save_rrm`) and out/metrics.json (history, val evaluations, final metrics).
 
 From a shell (`gcpo` section of params.yaml, with overrides)::
 
@@ -97,6 +95,7 @@ from editr1.world.truth import WorldTruth
 log = logging.getLogger(__name__)
 
 POLICY_TOKENS = ("all", "score", "score_exact")
+SCHEDULES = ("constant", "linear")
 
 
 @dataclass(frozen=True)
@@ -111,7 +110,11 @@ class GCPOConfig:
         default=0.04,
         metadata={"help": "β of the k3 KL to the frozen SFT model; 0 disables it and skips the reference forward. "
                   "0.04 keeps the SFT format (parse rate 1.00 vs 0.69 at 0; README: GCPO)."})
-    lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate (constant after the warm-up)."})
+    lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate (the peak, after the warm-up)."})
+    schedule: str = field(
+        default="constant",
+        metadata={"help": "lr after the warm-up: 'constant', or 'linear' down to 0 at the run's end (progress = "
+                          "max(step / max_steps, seconds / max_seconds), as in sft)."})
     warmup_steps: int = field(
         default=10,
         metadata={"help": "Linear lr warm-up over this many GCPO steps (0 = none). A fresh Adam's first step moves "
@@ -181,6 +184,8 @@ class GCPOConfig:
     def __post_init__(self) -> None:
         if self.tau_readout not in READOUTS:
             raise ValueError(f"gcpo.tau_readout must be one of {READOUTS}, got {self.tau_readout!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"gcpo.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.policy_tokens not in POLICY_TOKENS:
             raise ValueError(f"gcpo.policy_tokens must be one of {POLICY_TOKENS}, got {self.policy_tokens!r}")
         if self.policy_tokens == "score_exact" and (self.tau_readout != "parsed" or self.skip_zero_advantage):
@@ -209,12 +214,12 @@ def gcpo_update(model: torch.nn.Module, processor: RRMProcessor, optimizer: torc
                 cfg: GCPOConfig) -> tuple[dict[str, float], torch.Tensor]:
     """Rewards, advantages and `cfg.inner_epochs` PPO-clip steps on one rollout (DESIGN §6).
 
-    The first epoch's forward (`score_traces`) gives τ and, detached, the old log-probs; rewards
-    come from `gcpo_rewards` (NaN rule: a trace without a score always loses), advantages from
-    `group_advantages` per side; each epoch is one optimizer step on `gcpo_loss` over the kept
-    traces (all, or with `skip_zero_advantage` those of groups with a non-zero advantage).
-    Returns (stats of the step, groups_zero [P, 2] bool: groups whose advantages are all zero).
-    When every group is zero and skip_zero_advantage is set, no step is taken (stats "updated" 0).
+    The first epoch's forward (`score_traces`) gives τ and, detached, the old log-probs; rewards come from
+    `gcpo_rewards` (NaN rule: a trace without a score always loses), advantages from `group_advantages` per
+    side; each epoch is one optimizer step on `gcpo_loss` over the kept traces (all, or with
+    `skip_zero_advantage` those of groups with a non-zero advantage). Returns (stats of the step,
+    groups_zero [P, 2] bool: groups whose advantages are all zero). When every group is zero and
+    skip_zero_advantage is set, no step is taken (stats "updated" 0).
     """
     params = [p for p in model.parameters() if p.requires_grad]
     n = rollout.n_samples
@@ -437,10 +442,14 @@ class GCPOTrainer:
                               reference_scores=cfg.score_kl > 0)
 
     def learning_rate(self) -> float:
-        """The lr of the current step: linear warm-up over `warmup_steps`, then constant (a function of
-        the step alone, so a resumed run needs no scheduler state)."""
+        """The lr of the current step: warm-up over `warmup_steps`, then constant or (`schedule: linear`) down to 0
+        with the run's progress; a function of the checkpointed step and seconds, so no scheduler state."""
         cfg = self.cfg
-        return cfg.lr * min(1.0, (self.step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else cfg.lr
+        lr = cfg.lr * min(1.0, (self.step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else cfg.lr
+        if cfg.schedule == "linear":
+            lr *= max(0.0, 1.0 - max(self.step / cfg.max_steps if cfg.max_steps > 0 else 0.0,
+                                     self.train_seconds / cfg.max_seconds if cfg.max_seconds > 0 else 0.0))
+        return lr
 
     def update(self, rollout: Rollout, kinds: Sequence[str] | None = None) -> dict[str, float]:
         """`gcpo_update` on a rollout, plus the zero-advantage share of the disagreement kinds."""
