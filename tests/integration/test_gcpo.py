@@ -140,6 +140,25 @@ def test_linear_schedule_decays_the_lr_with_the_runs_progress(world, tmp_path):
         GCPOConfig(**{**SMALL, "max_steps": 4, "schedule": "cosine"})
 
 
+def test_sft_mix_adds_the_sft_loss_to_the_update(world, tmp_path):
+    plain = trainer_for(world, tmp_path / "plain", max_steps=1, warmup_steps=0)
+    mixed = trainer_for(world, tmp_path / "mixed", max_steps=1, warmup_steps=0, sft_mix=1.0, sft_mix_batch=4)
+    plain.setup(resume=False)
+    mixed.setup(resume=False)
+    assert plain.mix is None and mixed.mix is not None
+    # the batch of a step is a function of (seed, step): a resumed run draws the same one
+    assert mixed.mix.indices(7) == mixed.mix.indices(7) != mixed.mix.indices(8)
+    assert len(set(mixed.mix.indices(0))) == 4
+    entry = mixed.step_once()
+    assert math.isfinite(entry["sft_mix_loss"]) and entry["sft_mix_loss"] > 0
+    assert "sft_mix_loss" not in plain.step_once()
+    # same rollout (same seed, same start), so any difference in the weights is the mixed-in loss
+    a, b = plain.model.state_dict(), mixed.model.state_dict()
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="sft_mix"):
+        GCPOConfig(**{**SMALL, "max_steps": 1, "sft_mix": -1.0})
+
+
 def test_first_epoch_ratio_is_one_and_stats_report_the_update(world, tmp_path):
     # One inner epoch: the PPO ratio is exactly 1 (the old log-probs come from the same forward).
     trainer = trainer_for(world, tmp_path / "run", max_steps=1, inner_epochs=1)

@@ -43,7 +43,7 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,28 +67,12 @@ from editr1.training.checkpoint import (
     save_checkpoint,
 )
 from editr1.training.forward import compile_decoder
-from editr1.training.losses import (
-    categorical_kl,
-    expected_action_objective,
-    gcpo_loss,
-    gcpo_rewards,
-    group_advantages,
-    mean_advantage_over_length,
-)
-from editr1.training.rollout import (
-    READOUTS,
-    ExactScore,
-    Rollout,
-    generation_budget,
-    rollout_stats,
-    sample_rollout,
-    score_action_logprobs,
-    score_token_mask,
-    score_traces,
-    select_groups,
-    step_seed,
-    token_logprobs,
-)
+from editr1.training.losses import (categorical_kl, expected_action_objective, gcpo_loss, gcpo_rewards,
+                                    group_advantages, mean_advantage_over_length)
+from editr1.training.rollout import (READOUTS, ExactScore, Rollout, generation_budget, rollout_stats, sample_rollout,
+                                     score_action_logprobs, score_token_mask, score_traces, select_groups, step_seed,
+                                     token_logprobs)
+from editr1.training.sft_mix import SFTMix
 from editr1.training.stratify import PairKindSampler, disagreement_kinds, kind_weights, teacher_accuracy
 from editr1.world.truth import WorldTruth
 
@@ -176,6 +160,12 @@ class GCPOConfig:
         metadata={"help": "torch.compile the policy's decoder layers (`editr1.training.forward.compile_decoder`; "
                           "sampling and the update both use them); compiling counts against max_seconds."})
     grad_clip: float = field(default=1.0, metadata={"help": "Max global gradient norm (0 = no clipping)."})
+    sft_mix: float = field(
+        default=0.0,
+        metadata={"help": "Weight of SFT's token loss on a batch of accepted cold-start trajectories added to every "
+                          "update (PPO-ptx; `editr1.training.sft_mix`): holds what SFT taught while GCPO moves "
+                          "the score; 0 = off."})
+    sft_mix_batch: int = field(default=16, metadata={"help": "Trajectories per step in the sft_mix loss."})
     skip_zero_advantage: bool = field(
         default=False,
         metadata={"help": "Leave the traces of groups whose advantages are all zero out of the update (they add "
@@ -201,6 +191,8 @@ class GCPOConfig:
                              "max_new_tokens and warmup_steps >= 0")
         if self.temperature <= 0 or self.clip_eps <= 0 or self.beta < 0 or self.lr <= 0:
             raise ValueError("gcpo: need temperature > 0, clip_eps > 0, beta >= 0, lr > 0")
+        if self.sft_mix < 0 or self.sft_mix_batch < 1:
+            raise ValueError("gcpo.sft_mix must be >= 0 and gcpo.sft_mix_batch >= 1")
         if self.oversample_disagreement <= 0:
             raise ValueError("gcpo.oversample_disagreement must be > 0")
 
@@ -211,7 +203,8 @@ _RUN_FIELDS = {"max_steps", "max_seconds", "eval_every", "eval_pairs", "eval_bat
 
 
 def gcpo_update(model: torch.nn.Module, processor: RRMProcessor, optimizer: torch.optim.Optimizer, rollout: Rollout,
-                cfg: GCPOConfig) -> tuple[dict[str, float], torch.Tensor]:
+                cfg: GCPOConfig, mix: Callable[[], torch.Tensor] | None = None
+                ) -> tuple[dict[str, float], torch.Tensor]:
     """Rewards, advantages and `cfg.inner_epochs` PPO-clip steps on one rollout (DESIGN §6).
 
     The first epoch's forward (`score_traces`) gives τ and, detached, the old log-probs; rewards come from
@@ -219,7 +212,7 @@ def gcpo_update(model: torch.nn.Module, processor: RRMProcessor, optimizer: torc
     side; each epoch is one optimizer step on `gcpo_loss` over the kept traces (all, or with
     `skip_zero_advantage` those of groups with a non-zero advantage). Returns (stats of the step,
     groups_zero [P, 2] bool: groups whose advantages are all zero). When every group is zero and
-    skip_zero_advantage is set, no step is taken (stats "updated" 0).
+    skip_zero_advantage is set, no step is taken (stats "updated" 0). `mix` adds cfg.sft_mix × its loss to each epoch.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     n = rollout.n_samples
@@ -268,6 +261,9 @@ def gcpo_update(model: torch.nn.Module, processor: RRMProcessor, optimizer: torc
                 score_kl = (categorical_kl(exact.logp, sub.score_logp_ref) * exact_rows).sum() / objective.shape[0]
                 loss = loss + cfg.score_kl * score_kl
                 stats["score_kl"] = float(score_kl.detach())
+        if mix is not None:  # cfg.sft_mix × SFT's token loss on this step's trajectories (`SFTMix`)
+            stats["sft_mix_loss"] = float((mix_loss := mix()).detach())
+            loss = loss + cfg.sft_mix * mix_loss
         loss.backward()
         if cfg.grad_clip > 0:
             grad_norms.append(float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)))
@@ -282,7 +278,7 @@ def gcpo_update(model: torch.nn.Module, processor: RRMProcessor, optimizer: torc
                      "clip_fraction": last["clip_fraction"], "approx_kl": last["approx_kl"],
                      "abs_log_ratio": last["abs_log_ratio"], "ratio": last["ratio"],
                      "mean_adv_over_len": float(mean_advantage_over_length(adv.cpu(), sub.completion_mask.cpu()))})
-        for key in ("kl", "score_kl"):
+        for key in ("kl", "score_kl", "sft_mix_loss"):
             if key in first:
                 info[key] = first[key]
         if grad_norms:
@@ -370,6 +366,8 @@ class GCPOTrainer:
             self.reference, _ = load_rrm(self.sft_model, device=cfg.device)
             self.reference.requires_grad_(False)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=0.0)
+        self.mix = SFTMix([r for r in trajectories if r["accepted"]], self.images, self.processor, cfg.sft_mix_batch,
+                          cfg.seed) if cfg.sft_mix > 0 else None
         torch.manual_seed(cfg.seed)
         checkpoint = latest_checkpoint(self.checkpoint_dir) if resume else None
         if checkpoint is not None:
@@ -456,7 +454,8 @@ class GCPOTrainer:
         lr = self.learning_rate()
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        info, groups_zero = gcpo_update(self.model, self.processor, self.optimizer, rollout, self.cfg)
+        mix = self.mix.loss_fn(self.model, self.step) if self.mix is not None else None
+        info, groups_zero = gcpo_update(self.model, self.processor, self.optimizer, rollout, self.cfg, mix)
         if kinds is not None:
             flagged = torch.tensor([k in self.flagged for k in kinds], dtype=torch.bool)
             info["disagreement_pairs"] = float(flagged.sum())
