@@ -37,6 +37,7 @@ from editr1.models.rrm import TinyRRMSpec, repeat_batch, save_rrm, tiny_rrm
 from editr1.rrm.corpus import trajectory_corpus
 from editr1.teachers.factory import build_teacher
 from editr1.teachers.params import TeacherConfig
+from editr1.training.checkpoint import save_checkpoint
 from editr1.training.data import SFTExample, encode_sft_batch, model_inputs, quadruple_of
 from editr1.training.gcpo import GCPOConfig, GCPOTrainer, run_gcpo
 from editr1.training.losses import sft_token_loss
@@ -341,6 +342,22 @@ def test_resume_with_other_settings_is_refused(world, tmp_path):
     other = trainer_for(world, out, max_steps=2, lr=5e-4)
     with pytest.raises(ValueError, match="lr"):
         other.setup(resume=True)
+
+
+def test_resume_from_a_checkpoint_older_than_a_field(world, tmp_path):
+    # a checkpoint saved before a config field existed resumes when the run keeps that field's default
+    out = tmp_path / "run"
+    first = trainer_for(world, out, max_steps=1)
+    first.setup(resume=False)
+    first.history.append(first.step_once())
+    state = first.state()
+    del state["config"]["sft_mix"]
+    save_checkpoint(first.checkpoint_dir, first.step, state)
+    later = trainer_for(world, out, max_steps=2)
+    later.setup(resume=True)
+    assert later.resumed_from is not None and later.step == 1
+    with pytest.raises(ValueError, match="sft_mix"):
+        trainer_for(world, out, max_steps=2, sft_mix=0.5).setup(resume=True)
 
 
 def test_score_kl_holds_the_score_distribution(world, tmp_path):

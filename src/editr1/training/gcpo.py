@@ -405,8 +405,9 @@ class GCPOTrainer:
     def resume(self, path: Path) -> None:
         """Restore model, optimizer, sampler, history and RNG (last) from checkpoint `path`."""
         state = load_checkpoint(path)
+        defaults = {f.name: f.default for f in dataclasses.fields(GCPOConfig)}  # a field newer than the checkpoint
         changed = sorted(k for k, v in dataclasses.asdict(self.cfg).items()
-                         if k not in _RUN_FIELDS and state["config"].get(k) != v)
+                         if k not in _RUN_FIELDS and state["config"].get(k, defaults[k]) != v)
         if changed:
             raise ValueError(f"checkpoint {path} was made with different settings {changed}: "
                              "use another out directory or resume=False")
