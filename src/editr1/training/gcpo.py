@@ -67,6 +67,7 @@ from editr1.training.checkpoint import (
     save_checkpoint,
 )
 from editr1.training.forward import compile_decoder
+from editr1.training.optim import run_progress
 from editr1.training.losses import (categorical_kl, expected_action_objective, gcpo_loss, gcpo_rewards,
                                     group_advantages, mean_advantage_over_length)
 from editr1.training.rollout import (READOUTS, ExactScore, Rollout, generation_budget, rollout_stats, sample_rollout,
@@ -446,8 +447,7 @@ class GCPOTrainer:
         cfg = self.cfg
         lr = cfg.lr * min(1.0, (self.step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else cfg.lr
         if cfg.schedule == "linear":
-            lr *= max(0.0, 1.0 - max(self.step / cfg.max_steps if cfg.max_steps > 0 else 0.0,
-                                     self.train_seconds / cfg.max_seconds if cfg.max_seconds > 0 else 0.0))
+            lr *= 1.0 - run_progress(self.step, self.train_seconds, cfg.max_steps, cfg.max_seconds)
         return lr
 
     def update(self, rollout: Rollout, kinds: Sequence[str] | None = None) -> dict[str, float]:

@@ -72,6 +72,17 @@ class MuonWithAdamW:
         return [self.muon] + ([self.adamw] if self.adamw else [])
 
 
+def run_progress(step: int, train_seconds: float, max_steps: int, max_seconds: float) -> float:
+    """How far a run is, in [0, 1]: max(step / max_steps, train_seconds / max_seconds), each term only
+    when its limit is set (> 0) — what the trainers' lr schedules decay with."""
+    progress = 0.0
+    if max_steps > 0:
+        progress = max(progress, step / max_steps)
+    if max_seconds > 0:
+        progress = max(progress, train_seconds / max_seconds)
+    return min(1.0, progress)
+
+
 def build_optimizer(kind: str, named_groups: list[dict[str, Any]], lr: float) -> Any:
     """``kind`` 'adamw' or 'muon' over AdamW-style groups of (name, parameter) pairs (see the module doc)."""
     if kind == "adamw":

@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass, field
 
 from editr1.models.rrm import TinyRRMSpec
-from editr1.training.optim import OPTIMIZERS
+from editr1.training.optim import OPTIMIZERS, run_progress
 
 SCHEDULES = ("cosine", "constant")
 TOKENIZERS = ("phrase", "word")
@@ -264,10 +264,6 @@ def lr_factor(cfg: SFTConfig, step: int, train_seconds: float) -> float:
     warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else 1.0
     if cfg.schedule == "constant":
         return warm
-    progress = 0.0
-    if cfg.max_steps > 0:
-        progress = max(progress, step / cfg.max_steps)
-    if cfg.max_seconds > 0:
-        progress = max(progress, train_seconds / cfg.max_seconds)
-    cosine = 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    progress = run_progress(step, train_seconds, cfg.max_steps, cfg.max_seconds)
+    cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
     return warm * (cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * cosine)

@@ -1,7 +1,7 @@
 """SFT's token loss mixed into GCPO's updates (`gcpo.sft_mix`), InstructGPT's PPO-ptx for the RRM.
 
     mix = SFTMix(rows, images, processor, batch_size=16, seed=0)
-    loss = gcpo_loss + weight * mix.loss(model, step)
+    loss = gcpo_loss + weight * mix.loss_fn(model, step)()
 
 GCPO moves the score where the human pairs disagree with the teacher, and on the way it moves what the
 SFT model had right (README: the other kinds fall while the teacher-wrong ones rise). Each GCPO step
