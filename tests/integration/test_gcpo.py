@@ -160,6 +160,28 @@ def test_sft_mix_adds_the_sft_loss_to_the_update(world, tmp_path):
         GCPOConfig(**{**SMALL, "max_steps": 1, "sft_mix": -1.0})
 
 
+def test_sft_mix_without_verdicts_holds_only_the_reading(world, tmp_path):
+    # sft_mix_verdicts 0: the mixed-in loss weighs the checks' yes/no, the JSON list and the score 0
+    full = trainer_for(world, tmp_path / "full", max_steps=1, sft_mix=1.0, sft_mix_batch=4)
+    reading = trainer_for(world, tmp_path / "reading", max_steps=1, sft_mix=1.0, sft_mix_batch=4,
+                          sft_mix_verdicts=0.0)
+    full.setup(resume=False)
+    reading.setup(resume=False)
+    assert "loss_weights" not in full.mix.batch(0)
+    batch = reading.mix.batch(0)
+    labels, weights = batch["labels"], batch["loss_weights"]
+    assert torch.equal(labels, full.mix.batch(0)["labels"])
+    dropped = (weights == 0) & (labels != -100)
+    kept = (weights > 0) & (labels != -100)
+    assert dropped.any() and kept.any()
+    words = set(reading.processor.tokenizer.decode(labels[dropped].tolist()).split())
+    assert words & {"yes", "no"} and not words & {"circle", "square", "triangle", "star"}
+    with torch.no_grad():
+        assert reading.mix.loss_fn(reading.model, 0)() != pytest.approx(float(full.mix.loss_fn(full.model, 0)()))
+    with pytest.raises(ValueError, match="sft_mix_verdicts"):
+        GCPOConfig(**{**SMALL, "max_steps": 1, "sft_mix": 1.0, "sft_mix_verdicts": -1.0})
+
+
 def test_first_epoch_ratio_is_one_and_stats_report_the_update(world, tmp_path):
     # One inner epoch: the PPO ratio is exactly 1 (the old log-probs come from the same forward).
     trainer = trainer_for(world, tmp_path / "run", max_steps=1, inner_epochs=1)
@@ -378,3 +400,26 @@ def test_score_kl_holds_the_score_distribution(world, tmp_path):
     assert any(not torch.equal(weights[0.0][k], weights[10.0][k]) for k in weights[0.0])
     with pytest.raises(ValueError, match="score_kl"):
         GCPOConfig(score_kl=0.1)  # policy_tokens all: its score is trained through the sampled token
+    with pytest.raises(ValueError, match="score_kl_pairs"):
+        GCPOConfig(score_kl_pairs="unsolved")
+
+
+@pytest.mark.parametrize("solved", [False, True])
+def test_score_kl_on_solved_pairs_holds_only_those(world, tmp_path, monkeypatch, solved):
+    # score_kl_pairs solved: the KL covers the rows of the pairs `solved_pairs` marks and no others; with
+    # every pair marked the run is score_kl on all pairs, with none it is no score_kl at all.
+    import editr1.training.gcpo as gcpo_module
+
+    monkeypatch.setattr(gcpo_module, "solved_pairs", lambda r_w, r_l: torch.full(r_w.shape[:1], solved))
+    runs = {}
+    for name, pairs, weight in (("solved", "solved", 10.0), ("all", "all", 10.0), ("none", "all", 0.0)):
+        trainer = trainer_for(world, tmp_path / name, max_steps=1, policy_tokens="score_exact", tau_readout="parsed",
+                              max_new_tokens=48, beta=0.0, score_kl=weight, score_kl_pairs=pairs, inner_epochs=2)
+        trainer.setup(resume=False)
+        entry = trainer.step_once()
+        assert 0.0 <= entry["solved_pairs"] <= 1.0
+        runs[name] = trainer.model.state_dict()
+    same = runs["all"] if solved else runs["none"]
+    other = runs["none"] if solved else runs["all"]
+    assert all(torch.equal(runs["solved"][k], same[k]) for k in same)
+    assert any(not torch.equal(runs["solved"][k], other[k]) for k in other)

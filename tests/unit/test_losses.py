@@ -21,6 +21,7 @@ from editr1.training.losses import (
     gcpo_rewards,
     grpo_advantages,
     group_advantages,
+    solved_pairs,
     k3_kl,
     linear_cross_entropy,
     mean_advantage_over_length,
@@ -176,6 +177,18 @@ def test_gcpo_rewards_with_a_tie_by_hand():
     assert_close(r_l, t([1 / 3, 1, 0]))
     assert_close(group_advantages(r_w), t([2 / 9, -1 / 9, -1 / 9]))
     assert_close(group_advantages(r_l), t([-1 / 9, 5 / 9, -4 / 9]))
+
+
+def test_solved_pairs_by_hand():
+    # pair 0: tau_w [8, 9] vs tau_l [3, 2]: every preferred trace beats every other -> solved
+    # pair 1: tau_w [8, 5] vs tau_l [5, 2]: 5 > 5 is a tie (r_w [1, 1/2]) -> not solved
+    # pair 2: tau_w [8, NaN] vs tau_l [3, 2]: the failed preferred trace gets 0 -> not solved
+    # pair 3: tau_w [9, 9] vs tau_l [3, NaN]: the failed trace on the other side gets reward 0 -> not solved
+    # pair 4: tau_w [4, 4] vs tau_l [1, 3]: r_w [1, 1], r_l [1, 1] -> solved
+    r_w, r_l = gcpo_rewards(t([[8, 9], [8, 5], [8, math.nan], [9, 9], [4, 4]]),
+                            t([[3, 2], [5, 2], [3, 2], [3, math.nan], [1, 3]]))
+    assert r_l[0].tolist() == [1, 1] and r_l[3].tolist() == [1, 0]
+    assert solved_pairs(r_w, r_l).tolist() == [True, False, False, False, True]
 
 
 def test_gcpo_rewards_parse_failures_always_lose():

@@ -58,18 +58,12 @@ from editr1.lake.objects import open_object_store
 from editr1.models.processor import RRMProcessor
 from editr1.models.rrm import load_rrm, save_rrm
 from editr1.rrm.items import Context, Quadruple
-from editr1.training.checkpoint import (
-    ResumableSampler,
-    capture_rng,
-    latest_checkpoint,
-    load_checkpoint,
-    restore_rng,
-    save_checkpoint,
-)
+from editr1.training.checkpoint import (ResumableSampler, capture_rng, latest_checkpoint, load_checkpoint, restore_rng,
+                                       save_checkpoint)
 from editr1.training.forward import compile_decoder
 from editr1.training.optim import run_progress
 from editr1.training.losses import (categorical_kl, expected_action_objective, gcpo_loss, gcpo_rewards,
-                                    group_advantages, mean_advantage_over_length)
+                                    group_advantages, mean_advantage_over_length, solved_pairs)
 from editr1.training.rollout import (READOUTS, ExactScore, Rollout, generation_budget, rollout_stats, sample_rollout,
                                      score_action_logprobs, score_token_mask, score_traces, select_groups, step_seed,
                                      token_logprobs)
@@ -80,7 +74,7 @@ from editr1.world.truth import WorldTruth
 log = logging.getLogger(__name__)
 
 POLICY_TOKENS = ("all", "score", "score_exact")
-SCHEDULES = ("constant", "linear")
+SCHEDULES, SCORE_KL_PAIRS = ("constant", "linear"), ("all", "solved")
 
 
 @dataclass(frozen=True)
@@ -128,6 +122,8 @@ class GCPOConfig:
         metadata={"help": "With policy_tokens score_exact: weight of the exact KL between the policy's and the SFT "
                           "model's distributions over each trace's score (0 = off). The k3 KL averages over a "
                           "trace's ~120 tokens, so it hardly holds the one token score_exact trains."})
+    score_kl_pairs: str = field(default="all", metadata={"help": "Pairs score_kl holds: 'all', or 'solved' (every "
+                                                         "sampled score of the better image above every other)."})
     stratify: bool = field(
         default=True,
         metadata={"help": "Stratify batches over pair kinds (every kind at its share, disagreement kinds "
@@ -162,11 +158,11 @@ class GCPOConfig:
                           "sampling and the update both use them); compiling counts against max_seconds."})
     grad_clip: float = field(default=1.0, metadata={"help": "Max global gradient norm (0 = no clipping)."})
     sft_mix: float = field(
-        default=0.0,
-        metadata={"help": "Weight of SFT's token loss on a batch of accepted cold-start trajectories added to every "
-                          "update (PPO-ptx; `editr1.training.sft_mix`): holds what SFT taught while GCPO moves "
-                          "the score; 0 = off."})
+        default=0.0, metadata={"help": "Weight of SFT's token loss on a batch of accepted cold-start trajectories "
+                                       "added to every update (PPO-ptx; `editr1.training.sft_mix`); 0 = off."})
     sft_mix_batch: int = field(default=16, metadata={"help": "Trajectories per step in the sft_mix loss."})
+    sft_mix_verdicts: float = field(default=1.0, metadata={"help": "Weight of the verdicts (yes/no, JSON list, score) "
+                                                           "in sft_mix; 0 = hold only descriptions and findings."})
     skip_zero_advantage: bool = field(
         default=False,
         metadata={"help": "Leave the traces of groups whose advantages are all zero out of the update (they add "
@@ -182,8 +178,10 @@ class GCPOConfig:
         if self.policy_tokens == "score_exact" and (self.tau_readout != "parsed" or self.skip_zero_advantage):
             raise ValueError("gcpo.policy_tokens score_exact scores the written number: it needs tau_readout parsed "
                              "and skip_zero_advantage false (a tied group still has exact signal)")
-        if self.score_kl < 0 or (self.score_kl > 0 and self.policy_tokens != "score_exact"):
-            raise ValueError("gcpo.score_kl must be >= 0, and > 0 only with policy_tokens score_exact")
+        if self.score_kl < 0 or (self.score_kl > 0 and self.policy_tokens != "score_exact") or \
+                self.score_kl_pairs not in SCORE_KL_PAIRS:
+            raise ValueError(f"gcpo.score_kl must be >= 0, and > 0 only with policy_tokens score_exact; "
+                             f"score_kl_pairs one of {SCORE_KL_PAIRS}")
         if self.max_steps <= 0 and self.max_seconds <= 0:
             raise ValueError("gcpo: set max_steps or max_seconds (both 0 would never stop)")
         if min(self.n_samples, self.inner_epochs, self.pairs_per_step, self.threads) < 1 or \
@@ -192,8 +190,8 @@ class GCPOConfig:
                              "max_new_tokens and warmup_steps >= 0")
         if self.temperature <= 0 or self.clip_eps <= 0 or self.beta < 0 or self.lr <= 0:
             raise ValueError("gcpo: need temperature > 0, clip_eps > 0, beta >= 0, lr > 0")
-        if self.sft_mix < 0 or self.sft_mix_batch < 1:
-            raise ValueError("gcpo.sft_mix must be >= 0 and gcpo.sft_mix_batch >= 1")
+        if min(self.sft_mix, self.sft_mix_verdicts) < 0 or self.sft_mix_batch < 1:
+            raise ValueError("gcpo.sft_mix and sft_mix_verdicts must be >= 0, gcpo.sft_mix_batch >= 1")
         if self.oversample_disagreement <= 0:
             raise ValueError("gcpo.oversample_disagreement must be > 0")
 
@@ -228,6 +226,7 @@ def gcpo_update(model: torch.nn.Module, processor: RRMProcessor, optimizer: torc
             r_w, r_l = gcpo_rewards(scored.tau[:, 0], scored.tau[:, 1])  # [P, N] each
             advantages = torch.stack([group_advantages(r_w), group_advantages(r_l)], dim=1)  # [P, 2, N]
             groups_zero = (advantages == 0).all(dim=-1)  # [P, 2]
+            solved = solved_pairs(r_w, r_l)[:, None, None].expand(advantages.shape).reshape(-1)  # rows
             flat_adv = advantages.reshape(-1).to(logp_old.device)  # the rollout's row order
             kept = [g for g, zero in enumerate(groups_zero.reshape(-1).tolist())
                     if not (zero and cfg.skip_zero_advantage)]
@@ -259,7 +258,8 @@ def gcpo_update(model: torch.nn.Module, processor: RRMProcessor, optimizer: torc
             exact_rows = exact.rows.to(objective.device)
             loss = loss - (objective * exact_rows).sum() / objective.shape[0]
             if cfg.score_kl > 0:
-                score_kl = (categorical_kl(exact.logp, sub.score_logp_ref) * exact_rows).sum() / objective.shape[0]
+                held = exact_rows & solved.to(exact_rows.device) if cfg.score_kl_pairs == "solved" else exact_rows
+                score_kl = (categorical_kl(exact.logp, sub.score_logp_ref) * held).sum() / objective.shape[0]
                 loss = loss + cfg.score_kl * score_kl
                 stats["score_kl"] = float(score_kl.detach())
         if mix is not None:  # cfg.sft_mix × SFT's token loss on this step's trajectories (`SFTMix`)
@@ -368,7 +368,7 @@ class GCPOTrainer:
             self.reference.requires_grad_(False)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=0.0)
         self.mix = SFTMix([r for r in trajectories if r["accepted"]], self.images, self.processor, cfg.sft_mix_batch,
-                          cfg.seed) if cfg.sft_mix > 0 else None
+                          cfg.seed, cfg.sft_mix_verdicts) if cfg.sft_mix > 0 else None
         torch.manual_seed(cfg.seed)
         checkpoint = latest_checkpoint(self.checkpoint_dir) if resume else None
         if checkpoint is not None:

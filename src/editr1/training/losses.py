@@ -246,6 +246,17 @@ def group_advantages(rewards: Tensor) -> Tensor:
     return rewards - rewards.mean(dim=-1, keepdim=True)
 
 
+def solved_pairs(r_w: Tensor, r_l: Tensor) -> Tensor:
+    """Pairs every sampled trace already orders right: [P] bool from `gcpo_rewards`' r_w, r_l [P, N].
+
+    True where each trace on the preferred image scores above every trace on the other (r_w all 1)
+    and each trace on the other below every preferred one (r_l all 1; a failed trace has reward 0).
+    Their advantages are all zero: GCPO has nothing to teach there, only something to lose
+    (`gcpo.score_kl_pairs: solved` holds their scores).
+    """
+    return (r_w == 1).all(dim=-1) & (r_l == 1).all(dim=-1)
+
+
 def grpo_advantages(rewards: Tensor, eps: float = 1e-4) -> Tensor:
     """Group-normalised advantages of Flow-GRPO (DESIGN §7).
 

@@ -54,7 +54,7 @@ from editr1.models.tokenizer import ENDOFTEXT, IM_END, SCORE_OPEN, single_token_
 from editr1.rrm.items import Quadruple
 from editr1.rrm.parser import parse_output
 from editr1.rrm.scoring import encode_quadruples, expected_from_logits, last_token_positions, score_vocabulary
-from editr1.training.losses import score_action_rewards
+from editr1.training.losses import score_action_rewards, solved_pairs
 
 READOUTS = ("expected", "parsed")
 INPUT_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "pixel_values", "image_grid_thw")
@@ -438,7 +438,8 @@ def step_seed(seed: int, step: int) -> int:
 def rollout_stats(rollout: Rollout, tau: Tensor, r_w: Tensor, r_l: Tensor,
                    advantages: Tensor, groups_zero: Tensor) -> dict[str, float]:
     """A step's rollout statistics for the log: rewards, parse rate, τ per side, advantages, zero-advantage
-    share and response length. tau [P, 2, N]; r_w, r_l [P, N]; advantages [P, 2, N]; groups_zero [P, 2]."""
+    share, solved share (`solved_pairs`) and response length. tau [P, 2, N]; r_w, r_l [P, N]; advantages
+    [P, 2, N]; groups_zero [P, 2]."""
     valid = ~tau.isnan()
 
     def mean_of(side: int) -> float:
@@ -454,5 +455,6 @@ def rollout_stats(rollout: Rollout, tau: Tensor, r_w: Tensor, r_l: Tensor,
         "adv_mean": float(advantages.mean()),
         "adv_std": float(advantages.std(unbiased=False)),
         "zero_advantage_frac": float(groups_zero.float().mean()),
+        "solved_pairs": float(solved_pairs(r_w, r_l).float().mean()),
         "response_length": float(rollout.lengths.mean()),
     }

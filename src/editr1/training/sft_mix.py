@@ -7,7 +7,9 @@ GCPO moves the score where the human pairs disagree with the teacher, and on the
 SFT model had right (README: the other kinds fall while the teacher-wrong ones rise). Each GCPO step
 also fits a batch of accepted cold-start trajectories (the SFT data) with the plain token
 cross-entropy, so the update pays for a change in the judgements it was taught. The batch of step s
-is drawn from (seed, s) alone: a resumed run draws the same batches and needs no state.
+is drawn from (seed, s) alone: a resumed run draws the same batches and needs no state. With
+``verdict_weight`` 0 the loss holds only the reading (the description and the check lines' findings)
+and leaves the verdicts and the score, which carry the teacher's blind spots, to GCPO.
 """
 
 from __future__ import annotations
@@ -28,16 +30,19 @@ class SFTMix:
     """Batches of SFT examples by step and their token loss under a model."""
 
     def __init__(self, rows: Sequence[dict[str, Any]], images: Callable[[str], Image.Image],
-                 processor: RRMProcessor, batch_size: int, seed: int) -> None:
+                 processor: RRMProcessor, batch_size: int, seed: int, verdict_weight: float = 1.0) -> None:
         if not rows:
             raise ValueError("gcpo.sft_mix: no accepted train trajectories to mix in")
         if batch_size < 1:
             raise ValueError(f"gcpo.sft_mix_batch must be >= 1, got {batch_size}")
+        if verdict_weight < 0:
+            raise ValueError(f"gcpo.sft_mix_verdicts must be >= 0, got {verdict_weight}")
         self.rows = list(rows)
         self.images = images
         self.processor = processor
         self.batch_size = min(batch_size, len(self.rows))
         self.seed = seed
+        self.verdict_weight = verdict_weight
         self.target_cache: dict = {}
 
     def indices(self, step: int) -> list[int]:
@@ -46,7 +51,8 @@ class SFTMix:
 
     def batch(self, step: int):
         examples = sft_examples([self.rows[i] for i in self.indices(step)], self.images)
-        return encode_sft_batch(self.processor, examples, target_cache=self.target_cache)
+        return encode_sft_batch(self.processor, examples, verdict_weight=self.verdict_weight,
+                                target_cache=self.target_cache)
 
     def loss_fn(self, model: torch.nn.Module, step: int) -> Callable[[], torch.Tensor]:
         """A closure of step `step`'s batch (encoded once) that gives its loss under `model` now."""
@@ -55,6 +61,7 @@ class SFTMix:
 
         def loss() -> torch.Tensor:
             logits = model(**model_inputs(batch, device)).logits
-            return sft_token_loss(logits, batch["labels"].to(device))
+            weights = batch.get("loss_weights")
+            return sft_token_loss(logits, batch["labels"].to(device), None if weights is None else weights.to(device))
 
         return loss
