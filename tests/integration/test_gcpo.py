@@ -282,6 +282,20 @@ def test_exact_score_policy_term_trains_the_score(world, tmp_path):
         GCPOConfig(policy_tokens="score_exact", tau_readout="expected")
 
 
+def test_exact_score_term_learns_from_one_trace_per_side(world, tmp_path):
+    # N = 1: each group holds one trace, so its sampled advantage is 0 by construction, but the exact
+    # score term still scores every score the trace could write against the other side's trace.
+    trainer = trainer_for(world, tmp_path / "run", max_steps=1, policy_tokens="score_exact", tau_readout="parsed",
+                          max_new_tokens=48, n_samples=1)
+    trainer.setup(resume=False)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    entry = trainer.step_once()
+    assert entry["zero_advantage_frac"] == 1.0 and entry["exact_share"] > 0
+    assert 0.0 <= entry["zero_signal_frac"] <= 1.0 and 0.0 <= entry["exact_signal"] <= 1.0
+    assert entry["updated"] == 1.0 and math.isfinite(entry["loss"])
+    assert any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
+
+
 def test_sampler_matches_generate(world, tmp_path):
     # The rollout's sampler (prompt prefilled once, cache shared by the N samples) decodes exactly
     # what `generate_ids` decodes: compared greedily, token for token, on left-padded prompts.

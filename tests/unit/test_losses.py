@@ -13,6 +13,7 @@ from editr1.training.losses import (
     IGNORE_INDEX,
     build_sft_labels,
     categorical_kl,
+    exact_reward_spread,
     expected_action_objective,
     flow_sde_step_mean,
     gaussian_kl_equal_std,
@@ -385,6 +386,14 @@ def test_expected_action_objective_by_hand():
     logits = torch.zeros(1, 2, dtype=torch.float64, requires_grad=True)
     expected_action_objective(torch.log_softmax(logits, -1), old, rewards, baseline, 0.2).sum().backward()
     assert logits.grad[0, 0] > 0 > logits.grad[0, 1]
+
+
+def test_exact_reward_spread_by_hand():
+    # p_old = [.5, .25, .25, 0], R = [0, 1, 1, 0] -> R̄ = .5, spread = .5*.5 + .25*.5 + .25*.5 = .5;
+    # a row whose every likely action earns 1 (a solved pair) has spread 0.
+    logp = t([[0.5, 0.25, 0.25, 0.0], [0.7, 0.3, 0.0, 0.0]]).log()
+    rewards = t([[0.0, 1.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0]])
+    assert_close(exact_reward_spread(logp, rewards), t([0.5, 0.0]))
 
 
 def test_mean_advantage_over_length_by_hand():

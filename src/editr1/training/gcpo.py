@@ -245,7 +245,7 @@ def gcpo_update(model: torch.nn.Module, processor: RRMProcessor, optimizer: torc
             if cfg.policy_tokens == "score_exact":
                 exact = ExactScore.of(model, processor, rollout, scored, r_w, r_l)
                 adv = adv.masked_fill(exact.rows.to(adv.device), 0.0)  # their policy term is the exact one
-                info["exact_share"] = float(exact.rows.float().mean())
+                info.update(exact.stats())
         else:
             logp, hidden = token_logprobs(model, sub)
             if cfg.policy_tokens == "score_exact":

@@ -236,6 +236,21 @@ def expected_action_objective(logp_new: Tensor, logp_old: Tensor, rewards: Tenso
     return (old.exp() * objective).sum(-1)
 
 
+def exact_reward_spread(logp_old: Tensor, rewards: Tensor) -> Tensor:
+    """How much the exact score term can still move a trace's expected reward: Σ_a p_old(a) |R_a - R̄|
+    with R̄ = Σ_a p_old(a) R_a, the policy's own expected reward.
+
+    logp_old, rewards: [B, K] as in `expected_action_objective`. Returns [B] in [0, 1] for rewards in
+    [0, 1]; 0 where every action the policy might write earns the same (a pair every score already
+    orders, or none can). The signal of `policy_tokens: score_exact` even when N = 1, where the
+    sampled-trace advantages of `group_advantages` are all zero by construction.
+    """
+    p = logp_old.detach().exp()
+    r = rewards.detach().to(p.dtype)
+    mean = (p * r).sum(-1, keepdim=True)
+    return (p * (r - mean).abs()).sum(-1)
+
+
 def group_advantages(rewards: Tensor) -> Tensor:
     """Mean-centred advantages within each group, no division by the std (GCPO, DESIGN §6).
 

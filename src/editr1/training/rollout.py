@@ -54,7 +54,7 @@ from editr1.models.tokenizer import ENDOFTEXT, IM_END, SCORE_OPEN, single_token_
 from editr1.rrm.items import Quadruple
 from editr1.rrm.parser import parse_output
 from editr1.rrm.scoring import encode_quadruples, expected_from_logits, last_token_positions, score_vocabulary
-from editr1.training.losses import score_action_rewards, solved_pairs
+from editr1.training.losses import exact_reward_spread, score_action_rewards, solved_pairs
 
 READOUTS = ("expected", "parsed")
 INPUT_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "pixel_values", "image_grid_thw")
@@ -288,6 +288,15 @@ class ExactScore:
         means = torch.stack([r_w, r_l], dim=1).mean(-1, keepdim=True).expand(tau.shape)  # [P, 2, N]
         rows = has & ~tau.reshape(-1).isnan()
         return cls(rows, logp, logp.detach(), rewards, means.reshape(-1).to(logp.device))
+
+    def stats(self, quiet: float = 0.01) -> dict[str, float]:
+        """exact_share: traces it covers; exact_signal: their mean `exact_reward_spread`;
+        zero_signal_frac: the share of them whose spread is under `quiet` (nothing left to learn there)."""
+        spread = exact_reward_spread(self.logp_old, self.rewards)[self.rows.to(self.logp_old.device)]
+        out = {"exact_share": float(self.rows.float().mean())}
+        if spread.numel():
+            out.update(exact_signal=float(spread.mean()), zero_signal_frac=float((spread < quiet).float().mean()))
+        return out
 
 
 def score_token_mask(processor: RRMProcessor, rollout: Rollout) -> Tensor:

@@ -95,6 +95,9 @@ def demo_sections(result: dict[str, Any]) -> dict[str, Any]:
         return models[name][readout]["acc_no_ties"]
 
     zero = result["gcpo"].get("zero_advantage_frac")  # the mean over GCPO's steps (run_gcpo's final metrics)
+    # with policy_tokens score_exact: the share of traces whose exact score term had nothing to move
+    signal = result["gcpo"].get("mean_zero_signal_frac")
+    quiet = {} if signal is None else {"zero_signal_frac": signal}
     return {
         "sft": {"test_acc_no_ties": acc("sft", "expected"), "test_acc_no_ties_parsed": acc("sft", "parsed"),
                 "parse_rate": models["sft"]["parse_rate"], "seconds": result["sft_seconds"]},
@@ -102,7 +105,7 @@ def demo_sections(result: dict[str, Any]) -> dict[str, Any]:
                  "parse_rate": models["gcpo"]["parse_rate"],
                  "control_test_acc_no_ties": acc("control", "expected"),
                  "control_test_acc_no_ties_parsed": acc("control", "parsed"),
-                 "zero_advantage_frac": zero, "seconds": result["rl_seconds"]},
+                 "zero_advantage_frac": zero, **quiet, "seconds": result["rl_seconds"]},
     }
 
 
