@@ -14,6 +14,6 @@ def result(**gcpo_final: float) -> dict:
 def test_gcpo_section_reports_the_exact_terms_signal_only_when_it_ran():
     sampled = demo_sections(result(zero_advantage_frac=0.7))["gcpo"]
     assert sampled["zero_advantage_frac"] == 0.7 and "zero_signal_frac" not in sampled
-    exact = demo_sections(result(zero_advantage_frac=1.0, mean_zero_signal_frac=0.4))["gcpo"]
+    exact = demo_sections(result(zero_advantage_frac=1.0, zero_signal_frac=0.4))["gcpo"]
     assert exact["zero_advantage_frac"] == 1.0 and exact["zero_signal_frac"] == 0.4
     assert exact["test_acc_no_ties"] == 0.7 and exact["control_test_acc_no_ties"] == 0.7

@@ -534,8 +534,8 @@ class GCPOTrainer:
             self.evaluations.append(self.evaluate())
         final = {k: float(v) for k, v in self.evaluations[-1].items() if isinstance(v, (int, float))}
         final.update(self.summary())
-        if "mean_zero_advantage_frac" in final:
-            final["zero_advantage_frac"] = final["mean_zero_advantage_frac"]
+        final.update({k: final[f"mean_{k}"] for k in ("zero_advantage_frac", "zero_signal_frac")
+                      if f"mean_{k}" in final})  # the run's means under the summary's names
         final.update({"steps": float(self.step), "train_seconds": self.train_seconds,
                       "train_pairs": float(len(self.train_pairs)), "disagreement_kinds": float(len(self.flagged))})
         save_rrm(self.model, self.processor, self.out / "model")

@@ -96,8 +96,7 @@ def demo_sections(result: dict[str, Any]) -> dict[str, Any]:
 
     zero = result["gcpo"].get("zero_advantage_frac")  # the mean over GCPO's steps (run_gcpo's final metrics)
     # with policy_tokens score_exact: the share of traces whose exact score term had nothing to move
-    signal = result["gcpo"].get("mean_zero_signal_frac")
-    quiet = {} if signal is None else {"zero_signal_frac": signal}
+    quiet = {k: result["gcpo"][k] for k in ("zero_signal_frac",) if k in result["gcpo"]}
     return {
         "sft": {"test_acc_no_ties": acc("sft", "expected"), "test_acc_no_ties_parsed": acc("sft", "parsed"),
                 "parse_rate": models["sft"]["parse_rate"], "seconds": result["sft_seconds"]},
