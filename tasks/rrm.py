@@ -61,7 +61,7 @@ def gcpo_task(storage: str, params: str, sft_model: str, out: str) -> dict:
 @task(name="sft-control")
 def control_task(storage: str, params: str, sft_model: str, out: str) -> dict:
     gcpo_cfg = load_config(GCPOConfig, "gcpo", params)
-    cfg = control_config(load_config(SFTConfig, "sft", params), gcpo_cfg.max_seconds)
+    cfg = control_config(load_config(SFTConfig, "sft", params), gcpo_cfg, gcpo_cfg.max_seconds)
     trajectories, principles = _paths(storage)
     metrics = run_sft(cfg, Path(storage), trajectories, principles, Path(out), init=Path(sft_model))
     with stage_run("gcpo", storage, {"control": dataclasses.asdict(cfg)}, run_name="control",

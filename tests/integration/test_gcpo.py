@@ -437,3 +437,56 @@ def test_score_kl_on_solved_pairs_holds_only_those(world, tmp_path, monkeypatch,
     other = runs["none"] if solved else runs["all"]
     assert all(torch.equal(runs["solved"][k], same[k]) for k in same)
     assert any(not torch.equal(runs["solved"][k], other[k]) for k in other)
+
+
+def test_model_selection_writes_the_best_val_weights_and_survives_a_resume(world, tmp_path):
+    # Four points over four steps, the start a candidate too; val accuracy is scripted per step so the
+    # best (step 1) lies before the checkpoint the second run resumes from (step 3).
+    values = {0: 0.50, 1: 0.90, 2: 0.60, 3: 0.70, 4: 0.60}
+    weights_at: dict[int, dict[str, torch.Tensor]] = {}
+
+    def scripted(trainer):
+        def evaluate():
+            weights_at[trainer.step] = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+            return {"step": trainer.step, "expected_acc_no_ties": values[trainer.step]}
+        return evaluate
+
+    settings = dict(max_steps=4, select_points=4, select_start=True, eval_pairs=4, checkpoint_every=3)
+    straight = trainer_for(world, tmp_path / "straight", **settings)
+    straight.evaluate = scripted(straight)
+    final = run_trainer(straight)
+    assert [e["step"] for e in straight.evaluations] == [0, 1, 2, 3, 4]
+    assert final["selected_step"] == 1.0 and final["expected_acc_no_ties"] == 0.90 and final["steps"] == 4.0
+    kept = straight.model.state_dict()  # what finish() saved as out/model
+    assert all(torch.equal(kept[k], weights_at[1][k]) for k in kept)
+    assert not all(torch.equal(kept[k], weights_at[4][k]) for k in kept)
+    saved = load_file(tmp_path / "straight" / "model" / "model.safetensors")
+    report = json.loads((tmp_path / "straight" / "metrics.json").read_text())
+    assert report["selection"]["selected_step"] == 1 and len(report["selection"]["candidates"]) == 5
+
+    first = trainer_for(world, tmp_path / "resumed", **settings)  # dies right after its step-3 checkpoint
+    first.evaluate = scripted(first)
+    save = first.save_checkpoint
+
+    def save_then_die():
+        save()
+        raise Killed
+
+    first.save_checkpoint = save_then_die
+    with pytest.raises(Killed):
+        run_trainer(first)
+    resumed = trainer_for(world, tmp_path / "resumed", **settings)
+    resumed.evaluate = scripted(resumed)
+    assert run_trainer(resumed)["selected_step"] == 1.0 and resumed.resumed_from is not None
+    again = load_file(tmp_path / "resumed" / "model" / "model.safetensors")
+    assert all(torch.equal(saved[k], again[k]) for k in saved)
+
+
+class Killed(Exception):
+    pass
+
+
+def run_trainer(trainer: GCPOTrainer) -> dict[str, float]:
+    trainer.setup(resume=True)
+    trainer.train()
+    return trainer.finish()

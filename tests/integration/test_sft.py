@@ -398,3 +398,53 @@ def test_vision_pretraining_trains_on_to_its_accuracy_floor_or_its_cap(lake, tmp
         dataclasses.replace(FAST, vision_pretrain_steps=4, vision_pretrain_max_steps=2)
     with pytest.raises(ValueError, match="vision_pretrain_min_acc"):
         dataclasses.replace(FAST, vision_pretrain_min_acc=1.5)
+
+
+class Killed(Exception):
+    pass
+
+
+def test_model_selection_writes_the_best_val_weights_and_survives_a_resume(lake, tmp_path):
+    # Four points over eight steps and the start; val accuracy is scripted per step so the best
+    # (step 2) lies before the checkpoint the second run resumes from (step 6).
+    trajectories, principles = stage_args(lake)
+    cfg = dataclasses.replace(FAST, max_steps=8, checkpoint_every=6, select_points=4, select_start=True)
+    values = {0: 0.50, 2: 0.90, 4: 0.60, 6: 0.70, 8: 0.60}
+    weights_at: dict[int, dict[str, torch.Tensor]] = {}
+
+    def trainer_at(out: Path) -> SFTTrainer:
+        trainer = SFTTrainer(cfg, lake, trajectories, principles, out)
+
+        def evaluate():
+            weights_at[trainer.step] = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+            return {"step": trainer.step, "expected_acc_no_ties": values[trainer.step]}
+
+        trainer.evaluate = evaluate
+        trainer.setup(resume=True)
+        return trainer
+
+    straight = trainer_at(tmp_path / "straight")
+    straight.train()
+    final = straight.finish()
+    assert [e["step"] for e in straight.history] == [0, 2, 4, 6, 8]
+    assert final["selected_step"] == 2.0 and final["expected_acc_no_ties"] == 0.90 and final["steps"] == 8.0
+    kept = straight.model.state_dict()  # what finish() saved as out/model
+    assert all(torch.equal(kept[k], weights_at[2][k]) for k in kept)
+    assert not all(torch.equal(kept[k], weights_at[8][k]) for k in kept)
+    assert json.loads((tmp_path / "straight" / "metrics.json").read_text())["selection"]["selected_step"] == 2
+
+    first = trainer_at(tmp_path / "resumed")  # dies right after its step-6 checkpoint
+    save = first.save_checkpoint
+
+    def save_then_die():
+        save()
+        if first.step == 6:
+            raise Killed
+
+    first.save_checkpoint = save_then_die
+    with pytest.raises(Killed):
+        first.train()
+    resumed = trainer_at(tmp_path / "resumed")
+    resumed.train()
+    assert resumed.finish()["selected_step"] == 2.0 and resumed.resumed_from is not None
+    assert_same_weights(tmp_path / "resumed" / "model", tmp_path / "straight" / "model")

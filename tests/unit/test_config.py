@@ -81,11 +81,17 @@ def test_a_bad_profile_is_a_clear_error(profiles, match):
 
 
 def test_the_control_continues_sft_on_judgements_from_its_first_step():
+    from editr1.training.gcpo import GCPOConfig
     from editr1.training.rrm_pipeline import control_config
     from editr1.training.sft import SFTConfig
 
-    sft = SFTConfig(caption_batch_size=4, caption_warmup_steps=300, warmup_steps=40, workers=2, eval_every=50)
-    control = control_config(sft, 90.0)
+    sft = SFTConfig(caption_batch_size=4, caption_warmup_steps=300, warmup_steps=40, workers=2, eval_every=50,
+                    eval_pairs=64)
+    gcpo = GCPOConfig(select_points=3, select_start=True, eval_pairs=200, eval_batch_size=16)
+    control = control_config(sft, gcpo, 90.0)
+    # GCPO's model selection, on the same val pairs: the comparison stays one procedure on both sides
+    assert (control.select_points, control.select_start) == (3, True)
+    assert (control.eval_pairs, control.eval_batch_size) == (200, 16)
     # the lr warm-up stays: a fresh Adam's first step at the peak lr shakes a converged model
     assert (control.caption_warmup_steps, control.warmup_steps, control.workers, control.eval_every) == (0, 40, 1, 0)
     assert (control.max_seconds, control.max_steps) == (90.0, 0)

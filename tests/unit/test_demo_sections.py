@@ -17,3 +17,11 @@ def test_gcpo_section_reports_the_exact_terms_signal_only_when_it_ran():
     exact = demo_sections(result(zero_advantage_frac=1.0, zero_signal_frac=0.4))["gcpo"]
     assert exact["zero_advantage_frac"] == 1.0 and exact["zero_signal_frac"] == 0.4
     assert exact["test_acc_no_ties"] == 0.7 and exact["control_test_acc_no_ties"] == 0.7
+
+
+def test_gcpo_section_reports_each_sides_selected_step_only_with_selection():
+    assert "selected_step" not in demo_sections(result(zero_advantage_frac=0.5))["gcpo"]
+    selected = result(zero_advantage_frac=0.5, selected_step=60.0)
+    selected["control"] = {"selected_step": 0.0}
+    section = demo_sections(selected)["gcpo"]
+    assert (section["selected_step"], section["control_selected_step"]) == (60.0, 0.0)

@@ -44,7 +44,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,10 +61,12 @@ from editr1.rrm.items import Context, Quadruple
 from editr1.training.checkpoint import (ResumableSampler, capture_rng, latest_checkpoint, load_checkpoint, restore_rng,
                                        save_checkpoint)
 from editr1.training.forward import compile_decoder
+from editr1.training.gcpo_config import RUN_FIELDS, GCPOConfig
 from editr1.training.optim import run_progress
 from editr1.training.losses import (categorical_kl, expected_action_objective, gcpo_loss, gcpo_rewards,
                                     group_advantages, mean_advantage_over_length, solved_pairs)
-from editr1.training.rollout import (READOUTS, ExactScore, Rollout, generation_budget, rollout_stats, sample_rollout,
+from editr1.training.selection import BestWeights, val_pairs
+from editr1.training.rollout import (ExactScore, Rollout, generation_budget, rollout_stats, sample_rollout,
                                      score_action_logprobs, score_token_mask, score_traces, select_groups, step_seed,
                                      token_logprobs)
 from editr1.training.sft_mix import SFTMix
@@ -72,133 +74,6 @@ from editr1.training.stratify import PairKindSampler, disagreement_kinds, kind_w
 from editr1.world.truth import WorldTruth
 
 log = logging.getLogger(__name__)
-
-POLICY_TOKENS = ("all", "score", "score_exact")
-SCHEDULES, SCORE_KL_PAIRS = ("constant", "linear"), ("all", "solved")
-
-
-@dataclass(frozen=True)
-class GCPOConfig:
-    """The `gcpo` stage: sampling, the PPO update, batch composition, run length, evaluation, checkpoints."""
-
-    n_samples: int = field(default=8, metadata={"help": "N: traces sampled per side (image) of each pair."})
-    temperature: float = field(
-        default=1.0, metadata={"help": "T: sampling temperature; log-probs (old, new, reference) are taken at T too."})
-    clip_eps: float = field(default=0.2, metadata={"help": "ε of the PPO clip on the per-token ratio."})
-    beta: float = field(
-        default=0.04,
-        metadata={"help": "β of the k3 KL to the frozen SFT model; 0 disables it and skips the reference forward. "
-                  "0.04 keeps the SFT format (parse rate 1.00 vs 0.69 at 0; README: GCPO)."})
-    lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate (the peak, after the warm-up)."})
-    schedule: str = field(
-        default="constant",
-        metadata={"help": "lr after the warm-up: 'constant', or 'linear' down to 0 at the run's end (progress = "
-                          "max(step / max_steps, seconds / max_seconds), as in sft)."})
-    warmup_steps: int = field(
-        default=10,
-        metadata={"help": "Linear lr warm-up over this many GCPO steps (0 = none). A fresh Adam's first step moves "
-                          "every weight by about lr whatever its gradient: on a converged SFT model at lr 1e-3 "
-                          "that one step changed the sampled tokens' log-probs by ~40 nats per token (k3 KL)."})
-    inner_epochs: int = field(default=2, metadata={"help": "μ: PPO epochs (optimizer steps) per batch of traces."})
-    pairs_per_step: int = field(default=8, metadata={"help": "Human pairs per step (2 N traces each)."})
-    max_steps: int = field(default=0, metadata={"help": "Steps (rollout + update) to run; 0 = no step limit."})
-    max_seconds: float = field(
-        default=120.0,
-        metadata={"help": "Wall-clock budget of the training steps (rollouts + updates; evaluation and checkpoints "
-                          "not counted, as in sft); 0 = none. Resume is exact only with max_steps."})
-    tau_readout: str = field(
-        default="parsed",
-        metadata={"help": "τ of a trace: 'parsed' (the number written in <score>: the score the policy samples is "
-                          "the action rewarded) or 'expected' (probability-weighted score after <score>, nearly no "
-                          "ties, but a function of the reasoning only; README: GCPO from the full profile's SFT model)."})
-    policy_tokens: str = field(
-        default="all",
-        metadata={"help": "Tokens the policy-gradient term averages a trace's advantage over: 'all' (DESIGN §6), "
-                          "'score' (those after the trace's last <score>; unparsed traces keep all) or "
-                          "'score_exact' (the score token only, its PPO surrogate averaged exactly over every score "
-                          "the trace could have written; needs tau_readout parsed). The KL covers all tokens."})
-    score_kl: float = field(
-        default=0.0,
-        metadata={"help": "With policy_tokens score_exact: weight of the exact KL between the policy's and the SFT "
-                          "model's distributions over each trace's score (0 = off). The k3 KL averages over a "
-                          "trace's ~120 tokens, so it hardly holds the one token score_exact trains."})
-    score_kl_pairs: str = field(default="all", metadata={"help": "Pairs score_kl holds: 'all', or 'solved' (every "
-                                                         "sampled score of the better image above every other)."})
-    stratify: bool = field(
-        default=True,
-        metadata={"help": "Stratify batches over pair kinds (every kind at its share, disagreement kinds "
-                          "oversampled); false = uniform over pairs."})
-    oversample_disagreement: float = field(
-        default=3.0, metadata={"help": "Weight multiplier of the disagreement kinds in the stratified sampler."})
-    disagreement_threshold: float = field(
-        default=0.5,
-        metadata={"help": "A kind is a disagreement kind when the teacher's trajectories order its train pairs "
-                          "like the annotators less than this share of the time (ties count as wrong)."})
-    disagreement_min_pairs: int = field(
-        default=20,
-        metadata={"help": "Kinds with fewer teacher-scored train pairs are never flagged (a few pairs carry "
-                          "labels that annotator noise reversed)."})
-    max_new_tokens: int = field(
-        default=0,
-        metadata={"help": "Generation budget per trace; 0 = auto: 1.25 x the longest train trajectory in the model's "
-                          "tokens (a runaway trace is cut, scores NaN and loses, instead of holding the whole "
-                          "batch's decoding for hundreds of steps)."})
-    checkpoint_every: int = field(default=20, metadata={"help": "Checkpoint every this many steps (0 = never)."})
-    keep_checkpoints: int = field(default=2, metadata={"help": "Newest checkpoints kept."})
-    eval_every: int = field(
-        default=0, metadata={"help": "Evaluate on val every this many steps (0 = only at the end)."})
-    eval_pairs: int = field(default=128, metadata={"help": "Non-tie val pairs scored (greedy) per evaluation; 0 = none."})
-    eval_batch_size: int = field(default=32, metadata={"help": "Items per generation batch when evaluating."})
-    seed: int = field(default=0, metadata={"help": "Seed of the pair order and of the sampling seeds."})
-    threads: int = field(default=1, metadata={"help": "torch CPU threads (1 is fastest for tiny models here)."})
-    device: str = field(default="cpu", metadata={"help": "torch device (cpu, cuda, cuda:1…)."})
-    compile: bool = field(
-        default=False,
-        metadata={"help": "torch.compile the policy's decoder layers (`editr1.training.forward.compile_decoder`; "
-                          "sampling and the update both use them); compiling counts against max_seconds."})
-    grad_clip: float = field(default=1.0, metadata={"help": "Max global gradient norm (0 = no clipping)."})
-    sft_mix: float = field(
-        default=0.0, metadata={"help": "Weight of SFT's token loss on a batch of accepted cold-start trajectories "
-                                       "added to every update (PPO-ptx; `editr1.training.sft_mix`); 0 = off."})
-    sft_mix_batch: int = field(default=16, metadata={"help": "Trajectories per step in the sft_mix loss."})
-    sft_mix_verdicts: float = field(default=1.0, metadata={"help": "Weight of the verdicts (yes/no, JSON list, score) "
-                                                           "in sft_mix; 0 = hold only descriptions and findings."})
-    skip_zero_advantage: bool = field(
-        default=False,
-        metadata={"help": "Leave the traces of groups whose advantages are all zero out of the update (they add "
-                          "no policy gradient but dilute the per-trace mean and cost a forward)."})
-
-    def __post_init__(self) -> None:
-        if self.tau_readout not in READOUTS:
-            raise ValueError(f"gcpo.tau_readout must be one of {READOUTS}, got {self.tau_readout!r}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"gcpo.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if self.policy_tokens not in POLICY_TOKENS:
-            raise ValueError(f"gcpo.policy_tokens must be one of {POLICY_TOKENS}, got {self.policy_tokens!r}")
-        if self.policy_tokens == "score_exact" and (self.tau_readout != "parsed" or self.skip_zero_advantage):
-            raise ValueError("gcpo.policy_tokens score_exact scores the written number: it needs tau_readout parsed "
-                             "and skip_zero_advantage false (a tied group still has exact signal)")
-        if self.score_kl < 0 or (self.score_kl > 0 and self.policy_tokens != "score_exact") or \
-                self.score_kl_pairs not in SCORE_KL_PAIRS:
-            raise ValueError(f"gcpo.score_kl must be >= 0, and > 0 only with policy_tokens score_exact; "
-                             f"score_kl_pairs one of {SCORE_KL_PAIRS}")
-        if self.max_steps <= 0 and self.max_seconds <= 0:
-            raise ValueError("gcpo: set max_steps or max_seconds (both 0 would never stop)")
-        if min(self.n_samples, self.inner_epochs, self.pairs_per_step, self.threads) < 1 or \
-                min(self.max_new_tokens, self.warmup_steps) < 0:
-            raise ValueError("gcpo.n_samples, inner_epochs, pairs_per_step, threads must be >= 1, "
-                             "max_new_tokens and warmup_steps >= 0")
-        if self.temperature <= 0 or self.clip_eps <= 0 or self.beta < 0 or self.lr <= 0:
-            raise ValueError("gcpo: need temperature > 0, clip_eps > 0, beta >= 0, lr > 0")
-        if min(self.sft_mix, self.sft_mix_verdicts) < 0 or self.sft_mix_batch < 1:
-            raise ValueError("gcpo.sft_mix and sft_mix_verdicts must be >= 0, gcpo.sft_mix_batch >= 1")
-        if self.oversample_disagreement <= 0:
-            raise ValueError("gcpo.oversample_disagreement must be > 0")
-
-
-# Fields that may change between a checkpoint and its resumption without changing the run.
-_RUN_FIELDS = {"max_steps", "max_seconds", "eval_every", "eval_pairs", "eval_batch_size", "checkpoint_every",
-               "keep_checkpoints", "threads", "device"}
 
 
 def gcpo_update(model: torch.nn.Module, processor: RRMProcessor, optimizer: torch.optim.Optimizer, rollout: Rollout,
@@ -320,6 +195,7 @@ class GCPOTrainer:
         self.evaluations: list[dict[str, Any]] = []
         self.last_metrics: dict[str, Any] | None = None
         self.resumed_from: str | None = None
+        self.best = BestWeights(cfg.select_points, cfg.select_start)
 
     # ------------------------------------------------------------------ setup
 
@@ -337,9 +213,7 @@ class GCPOTrainer:
         if not self.train_pairs:
             raise ValueError(f"{self.storage}: no non-tie train pairs with principles")
         self.kinds = self._kinds(self.train_pairs, truth)
-        val = [p for p in curated_pairs(self.storage, "val", include_ties=False).to_pylist()
-               if p["context_id"] in self.checklists]
-        self.val_pairs = val[: cfg.eval_pairs]
+        self.val_pairs = val_pairs(self.storage, self.checklists, cfg.eval_pairs)
         self.val_kinds = self._kinds(self.val_pairs, truth)
 
         trajectories = load_trajectories(self.trajectories_path, accepted_only=False, split="train")
@@ -373,6 +247,8 @@ class GCPOTrainer:
         checkpoint = latest_checkpoint(self.checkpoint_dir) if resume else None
         if checkpoint is not None:
             self.resume(checkpoint)
+        elif self.best.start:
+            self.select(self.evaluate())
 
     @staticmethod
     def _kinds(pairs: Sequence[dict[str, Any]], truth: WorldTruth) -> list[str]:
@@ -397,7 +273,7 @@ class GCPOTrainer:
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "sampler": self.sampler.state_dict(), "rng": capture_rng(), "step": self.step,
             "train_seconds": self.train_seconds, "history": self.history, "evaluations": self.evaluations,
-            "config": dataclasses.asdict(self.cfg),
+            "best": self.best.state_dict(), "config": dataclasses.asdict(self.cfg),
         }
 
     def save_checkpoint(self) -> Path:
@@ -408,7 +284,7 @@ class GCPOTrainer:
         state = load_checkpoint(path)
         defaults = {f.name: f.default for f in dataclasses.fields(GCPOConfig)}  # a field newer than the checkpoint
         changed = sorted(k for k, v in dataclasses.asdict(self.cfg).items()
-                         if k not in _RUN_FIELDS and state["config"].get(k, defaults[k]) != v)
+                         if k not in RUN_FIELDS and state["config"].get(k, defaults[k]) != v)
         if changed:
             raise ValueError(f"checkpoint {path} was made with different settings {changed}: "
                              "use another out directory or resume=False")
@@ -419,6 +295,7 @@ class GCPOTrainer:
         self.train_seconds = state["train_seconds"]
         self.history = state["history"]
         self.evaluations = state["evaluations"]
+        self.best.load_state_dict(state.get("best"))
         restore_rng(state["rng"])
         self.resumed_from = str(path)
         log.info("resumed from %s at step %d", path, self.step)
@@ -479,15 +356,17 @@ class GCPOTrainer:
                     update_seconds=round(done - sampled, 3), train_seconds=round(self.train_seconds, 3))
         return info
 
+    def progress(self) -> float:
+        return run_progress(self.step, self.train_seconds, self.cfg.max_steps, self.cfg.max_seconds)
+
     def done(self) -> bool:
-        cfg = self.cfg
-        return (cfg.max_steps > 0 and self.step >= cfg.max_steps) or \
-               (cfg.max_seconds > 0 and self.train_seconds >= cfg.max_seconds)
+        return self.progress() >= 1.0
 
     def train(self) -> None:
         """Step until max_steps or max_seconds; evaluate and checkpoint on their schedules."""
         cfg = self.cfg
         while not self.done():
+            before = self.progress()
             entry = self.step_once()
             for key in ("loss", "reward_mean"):
                 if key in entry and not math.isfinite(entry[key]):
@@ -497,7 +376,9 @@ class GCPOTrainer:
                      self.step, entry["reward_mean"], entry["zero_advantage_frac"], entry["parse_rate"],
                      entry["response_length"], entry.get("clip_fraction", math.nan), entry.get("approx_kl", math.nan),
                      entry["rollout_seconds"], entry["update_seconds"])
-            if cfg.eval_every and self.step % cfg.eval_every == 0 and not self.done():
+            if self.best.due(before, self.progress()) and not self.done():
+                self.select(self.evaluate())
+            elif cfg.eval_every and self.step % cfg.eval_every == 0 and not self.done():
                 self.evaluations.append(self.evaluate())
             if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                 self.save_checkpoint()
@@ -518,6 +399,11 @@ class GCPOTrainer:
         log.info("eval at step %d: %s", self.step, {k: v for k, v in entry.items() if k != "step"})
         return entry
 
+    def select(self, entry: dict[str, Any]) -> None:
+        """Log a val evaluation and offer the current weights to the model selection (`BestWeights`)."""
+        self.evaluations.append(entry)
+        self.best.offer(self.step, entry.get("expected_acc_no_ties"), self.model.state_dict())
+
     def summary(self) -> dict[str, float]:
         """Means of the per-step statistics over the run (the whole history)."""
         keys = sorted({k for e in self.history for k, v in e.items() if isinstance(v, (int, float))} - {"step"})
@@ -531,22 +417,28 @@ class GCPOTrainer:
     def finish(self) -> dict[str, float]:
         """Final val evaluation, out/model and out/metrics.json; returns the final metrics."""
         if not self.evaluations or self.evaluations[-1]["step"] != self.step:
-            self.evaluations.append(self.evaluate())
-        final = {k: float(v) for k, v in self.evaluations[-1].items() if isinstance(v, (int, float))}
+            self.select(self.evaluate())
+        chosen = self.evaluations[-1]
+        if self.best.restore(self.model):  # out/model holds the selected weights
+            chosen = next(e for e in self.evaluations if e["step"] == self.best.step)
+            log.info("selected the weights of step %s (val %.3f) of %d", self.best.step, self.best.value, self.step)
+        final = {k: float(v) for k, v in chosen.items() if isinstance(v, (int, float))}
         final.update(self.summary())
         final.update({k: final[f"mean_{k}"] for k in ("zero_advantage_frac", "zero_signal_frac")
                       if f"mean_{k}" in final})  # the run's means under the summary's names
         final.update({"steps": float(self.step), "train_seconds": self.train_seconds,
                       "train_pairs": float(len(self.train_pairs)), "disagreement_kinds": float(len(self.flagged))})
+        if self.best.active:
+            final["selected_step"] = float(self.best.step) if self.best.step is not None else math.nan
         save_rrm(self.model, self.processor, self.out / "model")
         report = {
             "final": final, "history": self.history, "evaluations": self.evaluations,
-            "config": dataclasses.asdict(self.cfg), "resumed_from": self.resumed_from,
+            "config": dataclasses.asdict(self.cfg), "resumed_from": self.resumed_from, "selection": self.best.report(),
             "disagreement_kinds": sorted(self.flagged),
             "teacher_accuracy": {k: {"right": r, "n": n} for k, (r, n) in sorted(self.teacher_accuracy.items())},
             "sampler_weights": {k: w for k, w in sorted(self.weights.items())},
         }
-        if self.last_metrics is not None:
+        if self.last_metrics is not None:  # the last evaluation's (with selection: not always the model's)
             report["val_detail"] = self.last_metrics
         (self.out / "metrics.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
         return final

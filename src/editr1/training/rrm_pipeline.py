@@ -33,14 +33,17 @@ from editr1.training.gcpo import GCPOConfig, run_gcpo
 from editr1.training.sft import SFTConfig, run_sft
 
 
-def control_config(sft: SFTConfig, seconds: float, steps: int = 0) -> SFTConfig:
+def control_config(sft: SFTConfig, gcpo: GCPOConfig, seconds: float, steps: int = 0) -> SFTConfig:
     """SFT continued from the SFT model for the same compute as GCPO: a wall-clock budget (or a
-    step count), no intermediate evaluation, caption warm-up skipped (the model is already trained:
+    step count), no intermediate evaluation but GCPO's model selection (the same points, start and
+    val pairs: `editr1.training.selection`), caption warm-up skipped (the model is already trained:
     caption-only steps would spend the control's budget off its task), one process (GCPO holds the
     other core). The optimizer is SFT's (``sft.optimizer``), fresh. The lr warm-up stays: a fresh
     Adam's first step moves every weight by about the peak lr — without a warm-up that step cost the
     full profile's control 1.3 points under its SFT start (README: the control)."""
-    return replace(sft, max_seconds=seconds, max_steps=steps, eval_every=0, caption_warmup_steps=0, workers=1)
+    return replace(sft, max_seconds=seconds, max_steps=steps, eval_every=0, caption_warmup_steps=0, workers=1,
+                   select_points=gcpo.select_points, select_start=gcpo.select_start, eval_pairs=gcpo.eval_pairs,
+                   eval_batch_size=gcpo.eval_batch_size)
 
 
 def _control(cfg: SFTConfig, storage: Path, trajectories: Path, principles: Path, out: Path, init: Path) -> dict:
@@ -66,14 +69,14 @@ def run_rrm_training(storage: Path, params_path: Path, out: Path) -> dict[str, A
     if gcpo_cfg.max_seconds > 0:
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
-            control = pool.submit(_control, control_config(sft_cfg, gcpo_cfg.max_seconds), storage, trajectories,
-                                  principles, out / "control", sft_model)
+            control = pool.submit(_control, control_config(sft_cfg, gcpo_cfg, gcpo_cfg.max_seconds), storage,
+                                  trajectories, principles, out / "control", sft_model)
             result["gcpo"] = run_gcpo(gcpo_cfg, storage, sft_model, trajectories, principles, out / "gcpo")
             result["control"] = control.result()
     else:  # a step-bounded GCPO run: the control gets the wall-clock time GCPO took
         result["gcpo"] = run_gcpo(gcpo_cfg, storage, sft_model, trajectories, principles, out / "gcpo")
         seconds = time.perf_counter() - started
-        result["control"] = _control(control_config(sft_cfg, seconds), storage, trajectories, principles,
+        result["control"] = _control(control_config(sft_cfg, gcpo_cfg, seconds), storage, trajectories, principles,
                                      out / "control", sft_model)
     result["rl_seconds"] = round(time.perf_counter() - started, 1)
 
@@ -97,6 +100,10 @@ def demo_sections(result: dict[str, Any]) -> dict[str, Any]:
     zero = result["gcpo"].get("zero_advantage_frac")  # the mean over GCPO's steps (run_gcpo's final metrics)
     # with policy_tokens score_exact: the share of traces whose exact score term had nothing to move
     quiet = {k: result["gcpo"][k] for k in ("zero_signal_frac",) if k in result["gcpo"]}
+    # with model selection (gcpo.select_points): the step of each side's kept weights (0 = its start)
+    quiet.update({k: result[side]["selected_step"] for k, side in (("selected_step", "gcpo"),
+                                                                   ("control_selected_step", "control"))
+                  if "selected_step" in result.get(side, {})})
     return {
         "sft": {"test_acc_no_ties": acc("sft", "expected"), "test_acc_no_ties_parsed": acc("sft", "parsed"),
                 "parse_rate": models["sft"]["parse_rate"], "seconds": result["sft_seconds"]},

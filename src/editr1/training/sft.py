@@ -24,7 +24,6 @@ import functools
 import json
 import logging
 import math
-import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,12 +35,11 @@ from transformers import BatchFeature, PreTrainedTokenizerFast
 
 from editr1.coldstart import load_principles, load_trajectories
 from editr1.evaluation.rrm_eval import headline, pair_kinds, rrm_metrics, score_pairs
-from editr1.lake.catalog import curated_pairs
 from editr1.lake.images import ImageLoader
 from editr1.lake.objects import open_object_store
 from editr1.models.processor import RRMProcessor, build_processor
 from editr1.models.rrm import build_tiny_rrm, load_rrm, save_rrm
-from editr1.models.tokenizer import IM_END, train_tokenizer, vision_token_ids
+from editr1.models.tokenizer import train_tokenizer, vision_token_ids
 from editr1.rrm.corpus import content_words, train_phrase_tokenizer, trajectory_corpus
 from editr1.training import parallel
 from editr1.training.checkpoint import (
@@ -53,15 +51,9 @@ from editr1.training.checkpoint import (
     save_checkpoint,
 )
 from editr1.training.data import (
-    PART_CHECK,
-    PART_DESCRIPTION,
-    PART_FINDING,
-    PART_JSON,
-    PART_SCORE,
     caption_examples,
     encode_sft_batch,
     sft_examples,
-    target_part_ids,
     token_counts,
 )
 from editr1.training.example_cache import EncodedExamples
@@ -69,18 +61,15 @@ from editr1.training.forward import base_model as _base_model
 from editr1.training.forward import (compile_decoder, packed_loss_weights, packed_target_hidden,
                                      packed_target_logits, self_fed)
 from editr1.training.losses import IGNORE_INDEX, linear_cross_entropy, sft_token_loss
-from editr1.training.optim import build_optimizer
+from editr1.training.optim import build_optimizer, run_progress
 from editr1.training.sft_config import RUN_FIELDS, SFTConfig, lr_factor
+from editr1.training.selection import BestWeights, val_pairs
+from editr1.training.sft_eval import teacher_forced, val_marks
 from editr1.training.stratify import PairKindSampler, balanced_weights, edit_kinds
 from editr1.training.vision_pretrain import VisionPretrainer, world_scenes
 from editr1.world.truth import WorldTruth
 
 log = logging.getLogger(__name__)
-
-_SAYS_NO = re.compile(r"\bno\W*$")
-_PART_NAMES = {PART_DESCRIPTION: "description", PART_FINDING: "finding", PART_CHECK: "check", PART_JSON: "json",
-               PART_SCORE: "score"}
-
 
 def trainable_state(model: torch.nn.Module) -> dict[str, Tensor]:
     """The trainable parameters by name (all weights, or the LoRA adapters): what a checkpoint needs."""
@@ -114,6 +103,7 @@ class SFTTrainer:
         self.last_metrics: dict[str, Any] | None = None
         self.vision_report: dict[str, float] = {}
         self._targets: dict = {}  # encode_sft_batch's target_cache: each target tokenised once
+        self.best = BestWeights(cfg.select_points, cfg.select_start)
 
     # ------------------------------------------------------------------ setup
 
@@ -135,8 +125,8 @@ class SFTTrainer:
         self.images = ImageLoader(open_object_store("", self.storage), capacity=1 << 16)
         self.train_examples = sft_examples(train_rows, self.images)
         self.val_examples = sft_examples(val_rows[: cfg.eval_loss_examples], self.images)
-        self.val_pairs = curated_pairs(self.storage, "val").to_pylist()[: cfg.eval_pairs]
-        self.checklists = load_principles(self.principles_path) if self.val_pairs else {}
+        self.checklists = load_principles(self.principles_path) if cfg.eval_pairs > 0 else {}
+        self.val_pairs = val_pairs(self.storage, self.checklists, cfg.eval_pairs)
         self.val_kinds = pair_kinds(self.val_pairs, self.truth) if self.val_pairs else []
 
         checkpoint = parallel.broadcast_object(latest_checkpoint(self.checkpoint_dir) if resume else None)
@@ -291,6 +281,7 @@ class SFTTrainer:
             "history": self.history,
             "vision_report": self.vision_report,
             "loss_window": (self._loss_sum, self._loss_steps),
+            "best": self.best.state_dict(),
             "config": dataclasses.asdict(self.cfg),
         }
 
@@ -320,6 +311,7 @@ class SFTTrainer:
         self.history = state["history"]
         self.vision_report = state.get("vision_report") or self.vision_report
         self._loss_sum, self._loss_steps = state["loss_window"]
+        self.best.load_state_dict(state.get("best"))
         restore_rng(state["rng"])
         self.resumed_from = str(path)
         log.info("resumed from %s at step %d", path, self.step)
@@ -393,22 +385,25 @@ class SFTTrainer:
         self.optimizer.step()
         return float(loss_value)
 
+    def progress(self) -> float:
+        return run_progress(self.step, self.train_seconds, self.cfg.max_steps, self.cfg.max_seconds)
+
     def done(self) -> bool:
-        cfg = self.cfg
-        return (cfg.max_steps > 0 and self.step >= cfg.max_steps) or \
-               (cfg.max_seconds > 0 and self.train_seconds >= cfg.max_seconds)
+        return self.progress() >= 1.0
 
     def train(self) -> None:
         """Step until max_steps or max_seconds; evaluate and checkpoint on their schedules."""
         cfg = self.cfg
         self.model.train()
         lead = parallel.rank() == 0
+        if lead and self.best.start and self.step == 0:
+            self.select(self.evaluate())
         while True:
             # The clock of rank 0 sets the schedule and the end for every rank.
             self.train_seconds = parallel.broadcast([self.train_seconds])[0]
             if self.done():
                 break
-            started = time.perf_counter()
+            started, before = time.perf_counter(), self.progress()
             loss = self.train_step(self.next_batches())
             self.train_seconds += time.perf_counter() - started
             self.step += 1
@@ -419,7 +414,9 @@ class SFTTrainer:
             if lead and cfg.log_every and self.step % cfg.log_every == 0:
                 log.info("step %d  loss %.4f  lr %.2e  %.2f steps/s", self.step, loss,
                          self.optimizer.param_groups[0]["lr"], self.step / max(self.train_seconds, 1e-9))
-            if lead and cfg.eval_every and self.step % cfg.eval_every == 0 and not self.done():
+            if lead and self.best.due(before, self.progress()) and not self.done():
+                self.select(self.evaluate())
+            elif lead and cfg.eval_every and self.step % cfg.eval_every == 0 and not self.done():
                 self.history.append(self.evaluate())
             if lead and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                 self.save_checkpoint()
@@ -434,56 +431,12 @@ class SFTTrainer:
 
     @functools.cached_property
     def _val_marks(self) -> list[list[tuple[str | None, bool]]]:
-        """Per val trajectory, per target token: the name of the judgement part it holds (None for
-        the rest) and whether it is a check verdict or finding of a check line that says no.
-        Tokenised once per run."""
-        out = []
-        for ex in self.val_examples:
-            _, parts = target_part_ids(self.processor, ex.target)
-            offsets = self.processor.tokenizer(ex.target + IM_END, add_special_tokens=False,
-                                               return_offsets_mapping=True)["offset_mapping"]
-            marks = []
-            for (start, _), part in zip(offsets, parts, strict=True):
-                line_end = ex.target.find("\n", start)
-                line = ex.target[ex.target.rfind("\n", 0, start) + 1: len(ex.target) if line_end < 0 else line_end]
-                marks.append((_PART_NAMES.get(part), part in (PART_CHECK, PART_FINDING) and bool(_SAYS_NO.search(line))))
-            out.append(marks)
-        return out
+        return val_marks(self.processor, self.val_examples)  # tokenised once per run
 
-    @torch.no_grad()
     def teacher_forced(self) -> dict[str, float]:
-        """On the val trajectories, teacher-forced: ``val_loss`` (token-weighted) and the share of
-        target tokens predicted exactly (argmax) per part of the judgement — ``val_description_acc``,
-        ``val_check_acc`` (the checks' yes/no), ``val_check_no_acc`` (those that say no: most say
-        yes, so a model that answers yes to all scores well on the first and 0 here),
-        ``val_finding_acc`` / ``val_finding_no_acc`` (what the check lines found — all of them / of
-        the lines that say no: the words a generated check must get right before its verdict),
-        ``val_json_acc`` (the JSON list's 0|1) and ``val_score_acc`` (the final score). Empty
-        without val trajectories."""
-        if not self.val_examples:
-            return {}
-        total, count = 0.0, 0
-        right: dict[str, list[int]] = {k: [0, 0] for k in (*_PART_NAMES.values(), "finding_no", "check_no")}
-        for start in range(0, len(self.val_examples), self.cfg.batch_size):
-            batch = encode_sft_batch(self.processor, self.val_examples[start:start + self.cfg.batch_size],
-                                     target_cache=self._targets)
-            logits, labels = packed_target_logits(self.model, batch)
-            n = int((labels != IGNORE_INDEX).sum())
-            total += float(sft_token_loss(logits, labels)) * n
-            count += n
-            # Packed: the targets of the examples one after another, each predicted one position earlier.
-            hits = (logits[0, :-1].argmax(-1) == labels[0, 1:]).tolist()
-            marks = [m for ex_marks in self._val_marks[start:start + self.cfg.batch_size] for m in ex_marks]
-            for (name, says_no), hit in zip(marks, hits, strict=True):
-                if name is not None:
-                    right[name][0] += hit
-                    right[name][1] += 1
-                if says_no:
-                    right[f"{name}_no"][0] += hit
-                    right[f"{name}_no"][1] += 1
-        out = {"val_loss": total / count}
-        out.update({f"val_{k}_acc": hit / n for k, (hit, n) in right.items() if n})
-        return out
+        """`editr1.training.sft_eval.teacher_forced` on the val trajectories (empty without them)."""
+        return teacher_forced(self.model, self.processor, self.val_examples, self._val_marks, self.cfg.batch_size,
+                              self._targets)
 
     def evaluate(self) -> dict[str, Any]:
         """Val loss, and (with eval_pairs) parse rate and pairwise accuracy of both readouts; model left in train mode."""
@@ -508,6 +461,12 @@ class SFTTrainer:
         log.info("eval at step %d: %s", self.step, {k: v for k, v in entry.items() if k != "step"})
         return entry
 
+    def select(self, entry: dict[str, Any]) -> None:
+        """Log a val evaluation and offer the trainable weights to the model selection (`BestWeights`)."""
+        self.history.append(entry)
+        self.best.offer(self.step, entry.get("expected_acc_no_ties"),
+                        {name: p for name, p in self.model.named_parameters() if p.requires_grad})
+
     # ------------------------------------------------------------------ the end
 
     def finish(self) -> dict[str, float]:
@@ -516,8 +475,12 @@ class SFTTrainer:
         if parallel.rank() > 0:
             return {}
         if not self.history or self.history[-1]["step"] != self.step:
-            self.history.append(self.evaluate())
-        final = {k: float(v) for k, v in self.history[-1].items() if isinstance(v, (int, float))}
+            self.select(self.evaluate())
+        chosen = self.history[-1]
+        if self.best.restore(self.model):  # out/model holds the selected weights
+            chosen = next(e for e in self.history if e["step"] == self.best.step)
+            log.info("selected the weights of step %s (val %.3f) of %d", self.best.step, self.best.value, self.step)
+        final = {k: float(v) for k, v in chosen.items() if isinstance(v, (int, float))}
         sample = encode_sft_batch(self.processor, self.train_examples[: min(64, len(self.train_examples))])
         counts = token_counts(sample)
         n_sample = sample["input_ids"].shape[0]
@@ -531,12 +494,14 @@ class SFTTrainer:
             "kept_encodings": float(sum(len(c) for c in (self._encoded, self._caption_encoded) if c is not None)),
             **self.vision_report,
         })
+        if self.best.active:
+            final["selected_step"] = float(self.best.step) if self.best.step is not None else math.nan
         model = self.model
         if self.cfg.lora:
             model = model.merge_and_unload()
         save_rrm(_base_model(model), self.processor, self.out / "model")
         report = {"final": final, "history": self.history, "config": dataclasses.asdict(self.cfg),
-                  "resumed_from": self.resumed_from}
+                  "resumed_from": self.resumed_from, "selection": self.best.report()}
         if self.last_metrics is not None:
             report["val_detail"] = self.last_metrics
         (self.out / "metrics.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")

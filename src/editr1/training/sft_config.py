@@ -167,6 +167,13 @@ class SFTConfig:
     eval_every: int = field(default=0, metadata={"help": "Evaluate on val every this many steps (0 = only at the end)."})
     eval_pairs: int = field(
         default=64, metadata={"help": "Val human pairs scored (by generation) at each evaluation; 0 = none."})
+    select_points: int = field(
+        default=0,
+        metadata={"help": "Model selection: evaluate on the val pairs at this many evenly spaced points of the "
+                          "budget (the last at its end) and write the best one's weights as out/model; 0 = off. "
+                          "The same-compute control gets GCPO's (`editr1.training.selection`)."})
+    select_start: bool = field(
+        default=False, metadata={"help": "With select_points: the start model is a candidate too."})
     eval_loss_examples: int = field(default=256, metadata={"help": "Val trajectories in the val loss."})
     eval_batch_size: int = field(default=32, metadata={"help": "Items per generation batch when scoring."})
     max_new_tokens: int = field(
@@ -214,6 +221,8 @@ class SFTConfig:
             raise ValueError(f"sft.tiny_tokenizer must be one of {TOKENIZERS}, got {self.tiny_tokenizer!r}")
         if self.max_steps <= 0 and self.max_seconds <= 0:
             raise ValueError("sft: set max_steps or max_seconds (both 0 would never stop)")
+        if self.select_points < 0 or (self.select_points > 0 and self.eval_pairs <= 0):
+            raise ValueError("sft.select_points must be >= 0, and > 0 only with eval_pairs > 0")
         if not self.description_weight > 0:
             raise ValueError(f"sft.description_weight must be > 0, got {self.description_weight}")
         if not self.finding_weight > 0:

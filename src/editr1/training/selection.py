@@ -1,0 +1,97 @@
+"""Model selection on val for the RRM trainers: keep the weights of the best of a few evaluations.
+
+    best = BestWeights(points=4)
+    if best.due(progress_before, progress_after):            # a point of the budget was crossed
+        best.offer(step, evaluate()["expected_acc_no_ties"], trainable_state(model))
+    ...
+    best.restore(model)                                       # the best evaluation's weights, before saving
+
+GCPO and its same-compute control both evaluate at ``points`` evenly spaced points of their run's
+budget (progress = max(step / max_steps, seconds / max_seconds), `editr1.training.optim.run_progress`):
+after 1/points, 2/points, … of it, the last at its end, and, with ``start``, before the first step
+(the start model — the SFT model — is then a candidate too, so a run that improves nothing on val
+returns its start). Both score the same val pairs (`val_pairs`), so the selection is the same
+procedure on both sides of the comparison; the test split is never looked at.
+
+The kept weights are part of the trainers' checkpoints (`state_dict`), so a resumed run selects
+exactly what an uninterrupted one does.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from editr1.lake.catalog import curated_pairs
+
+METRIC = "expected_acc_no_ties"
+
+
+def val_pairs(storage: Path, checklists: Mapping[str, Any], limit: int) -> list[dict[str, Any]]:
+    """The first ``limit`` non-tie val pairs whose context has a checklist (curated order): the pairs
+    the trainers evaluate on. Ties are left out: they carry no ordering to select on."""
+    if limit <= 0:
+        return []
+    pairs = curated_pairs(storage, "val", include_ties=False).to_pylist()
+    return [p for p in pairs if p["context_id"] in checklists][:limit]
+
+
+class BestWeights:
+    """The weights of the best val evaluation so far (strictly better replaces: ties keep the earlier)."""
+
+    def __init__(self, points: int, start: bool = False) -> None:
+        if points < 0:
+            raise ValueError(f"selection points must be >= 0, got {points}")
+        self.points = points
+        self.start = start and points > 0
+        self.step: int | None = None
+        self.value = -math.inf
+        self.weights: dict[str, torch.Tensor] | None = None
+        self.candidates: list[dict[str, float]] = []
+
+    @property
+    def active(self) -> bool:
+        return self.points > 0
+
+    def due(self, before: float, after: float) -> bool:
+        """Whether a run that moved from progress ``before`` to ``after`` (in [0, 1]) crossed one of the points."""
+        return self.active and math.floor(after * self.points + 1e-9) > math.floor(before * self.points + 1e-9)
+
+    def offer(self, step: int, value: float | None, weights: Mapping[str, torch.Tensor]) -> bool:
+        """Keep a copy of ``weights`` when ``value`` (the val accuracy at ``step``) beats the best so far."""
+        if not self.active:
+            return False
+        value = float("nan") if value is None else float(value)
+        self.candidates.append({"step": step, "value": value})
+        if not value > self.value:  # NaN never wins
+            return False
+        self.step, self.value = step, value
+        self.weights = {name: tensor.detach().to("cpu", copy=True) for name, tensor in weights.items()}
+        return True
+
+    def restore(self, model: torch.nn.Module) -> bool:
+        """Load the kept weights into ``model`` (its other parameters untouched); False when none are kept."""
+        if self.weights is None:
+            return False
+        missing, unexpected = model.load_state_dict(self.weights, strict=False)
+        if unexpected:
+            raise ValueError(f"kept weights do not fit the model: unexpected {unexpected[:3]}")
+        return True
+
+    def report(self) -> dict[str, Any]:
+        """The selected step and val accuracy, and every candidate's (for metrics.json)."""
+        return {"points": self.points, "start": self.start, "selected_step": self.step,
+                "selected_value": None if self.step is None else self.value, "candidates": list(self.candidates)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "value": self.value, "weights": self.weights, "candidates": list(self.candidates)}
+
+    def load_state_dict(self, state: Mapping[str, Any] | None) -> None:
+        if state is None:  # a checkpoint from a run without selection
+            return
+        self.step, self.value, self.weights = state["step"], state["value"], state["weights"]
+        self.candidates = list(state["candidates"])
