@@ -65,10 +65,10 @@ from editr1.training.gcpo_config import RUN_FIELDS, GCPOConfig
 from editr1.training.optim import run_progress
 from editr1.training.losses import (categorical_kl, expected_action_objective, gcpo_loss, gcpo_rewards,
                                     group_advantages, mean_advantage_over_length, solved_pairs)
-from editr1.training.selection import BestWeights, val_pairs
 from editr1.training.rollout import (ExactScore, Rollout, generation_budget, rollout_stats, sample_rollout,
                                      score_action_logprobs, score_token_mask, score_traces, select_groups, step_seed,
                                      token_logprobs)
+from editr1.training.selection import BestWeights, val_pairs
 from editr1.training.sft_mix import SFTMix
 from editr1.training.stratify import PairKindSampler, disagreement_kinds, kind_weights, teacher_accuracy
 from editr1.world.truth import WorldTruth

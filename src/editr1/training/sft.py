@@ -62,14 +62,15 @@ from editr1.training.forward import (compile_decoder, packed_loss_weights, packe
                                      packed_target_logits, self_fed)
 from editr1.training.losses import IGNORE_INDEX, linear_cross_entropy, sft_token_loss
 from editr1.training.optim import build_optimizer, run_progress
-from editr1.training.sft_config import RUN_FIELDS, SFTConfig, lr_factor
 from editr1.training.selection import BestWeights, val_pairs
+from editr1.training.sft_config import RUN_FIELDS, SFTConfig, lr_factor
 from editr1.training.sft_eval import teacher_forced, val_marks
 from editr1.training.stratify import PairKindSampler, balanced_weights, edit_kinds
 from editr1.training.vision_pretrain import VisionPretrainer, world_scenes
 from editr1.world.truth import WorldTruth
 
 log = logging.getLogger(__name__)
+
 
 def trainable_state(model: torch.nn.Module) -> dict[str, Tensor]:
     """The trainable parameters by name (all weights, or the LoRA adapters): what a checkpoint needs."""
