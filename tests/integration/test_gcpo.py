@@ -490,3 +490,41 @@ def run_trainer(trainer: GCPOTrainer) -> dict[str, float]:
     trainer.setup(resume=True)
     trainer.train()
     return trainer.finish()
+
+
+def test_tail_averaging_hands_on_the_mean_of_the_last_steps_and_survives_a_resume(world, tmp_path):
+    # average_tail 0.75 over four steps: the weights after steps 2, 3 and 4 (progress > 0.25) are averaged
+    settings = dict(max_steps=4, average_tail=0.75, checkpoint_every=3)
+    after: dict[int, dict[str, torch.Tensor]] = {}
+    straight = trainer_for(world, tmp_path / "straight", **settings)
+    step_once = straight.step_once
+
+    def recording():
+        entry = step_once()
+        after[straight.step] = {k: v.detach().clone() for k, v in straight.model.state_dict().items()}
+        return entry
+
+    straight.step_once = recording
+    final = run_trainer(straight)
+    assert final["averaged_steps"] == 3.0 and straight.evaluations[-1]["averaged_steps"] == 3
+    model = straight.model.state_dict()
+    for key, value in model.items():
+        if value.is_floating_point():
+            assert torch.allclose(value, (after[2][key] + after[3][key] + after[4][key]) / 3, atol=1e-6), key
+    assert not all(torch.equal(model[k], after[4][k]) for k in model)
+
+    first = trainer_for(world, tmp_path / "resumed", **settings)  # dies right after its step-3 checkpoint
+    save = first.save_checkpoint
+
+    def save_then_die():
+        save()
+        raise Killed
+
+    first.save_checkpoint = save_then_die
+    with pytest.raises(Killed):
+        run_trainer(first)
+    resumed = trainer_for(world, tmp_path / "resumed", **settings)
+    assert run_trainer(resumed)["averaged_steps"] == 3.0 and resumed.resumed_from is not None
+    a = load_file(tmp_path / "straight" / "model" / "model.safetensors")
+    b = load_file(tmp_path / "resumed" / "model" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -448,3 +448,47 @@ def test_model_selection_writes_the_best_val_weights_and_survives_a_resume(lake,
     resumed.train()
     assert resumed.finish()["selected_step"] == 2.0 and resumed.resumed_from is not None
     assert_same_weights(tmp_path / "resumed" / "model", tmp_path / "straight" / "model")
+
+
+def test_tail_averaging_hands_on_the_mean_of_the_last_steps_and_survives_a_resume(lake, tmp_path):
+    # average_tail 0.25 over eight steps: the trainable weights after steps 7 and 8 are averaged
+    trajectories, principles = stage_args(lake)
+    cfg = dataclasses.replace(FAST, max_steps=8, checkpoint_every=7, average_tail=0.25)
+    after: dict[int, dict[str, torch.Tensor]] = {}
+
+    def trainer_at(out: Path) -> SFTTrainer:
+        trainer = SFTTrainer(cfg, lake, trajectories, principles, out)
+        trainer.setup(resume=True)
+        return trainer
+
+    straight = trainer_at(tmp_path / "straight")
+    train_step = straight.train_step
+
+    def recording(batches):
+        loss = train_step(batches)
+        after[straight.step + 1] = {n: p.detach().clone() for n, p in straight.model.named_parameters()}
+        return loss
+
+    straight.train_step = recording
+    straight.train()
+    assert straight.finish()["averaged_steps"] == 2.0
+    for name, p in straight.model.named_parameters():
+        if p.requires_grad:
+            assert torch.allclose(p.detach(), (after[7][name] + after[8][name]) / 2, atol=1e-6), name
+        else:  # a frozen tower is not averaged
+            assert torch.equal(p.detach(), after[8][name])
+
+    first = trainer_at(tmp_path / "resumed")  # dies right after its step-7 checkpoint
+    save = first.save_checkpoint
+
+    def save_then_die():
+        save()
+        raise Killed
+
+    first.save_checkpoint = save_then_die
+    with pytest.raises(Killed):
+        first.train()
+    resumed = trainer_at(tmp_path / "resumed")
+    resumed.train()
+    assert resumed.finish()["averaged_steps"] == 2.0 and resumed.resumed_from is not None
+    assert_same_weights(tmp_path / "resumed" / "model", tmp_path / "straight" / "model")

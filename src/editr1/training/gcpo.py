@@ -68,7 +68,7 @@ from editr1.training.losses import (categorical_kl, expected_action_objective, g
 from editr1.training.rollout import (ExactScore, Rollout, generation_budget, rollout_stats, sample_rollout,
                                      score_action_logprobs, score_token_mask, score_traces, select_groups, step_seed,
                                      token_logprobs)
-from editr1.training.selection import BestWeights, val_pairs
+from editr1.training.selection import BestWeights, TailAverage, val_pairs
 from editr1.training.sft_mix import SFTMix
 from editr1.training.stratify import PairKindSampler, disagreement_kinds, kind_weights, teacher_accuracy
 from editr1.world.truth import WorldTruth
@@ -196,6 +196,7 @@ class GCPOTrainer:
         self.last_metrics: dict[str, Any] | None = None
         self.resumed_from: str | None = None
         self.best = BestWeights(cfg.select_points, cfg.select_start)
+        self.average = TailAverage(cfg.average_tail)
 
     # ------------------------------------------------------------------ setup
 
@@ -273,7 +274,8 @@ class GCPOTrainer:
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "sampler": self.sampler.state_dict(), "rng": capture_rng(), "step": self.step,
             "train_seconds": self.train_seconds, "history": self.history, "evaluations": self.evaluations,
-            "best": self.best.state_dict(), "config": dataclasses.asdict(self.cfg),
+            "best": self.best.state_dict(), "average": self.average.state_dict(),
+            "config": dataclasses.asdict(self.cfg),
         }
 
     def save_checkpoint(self) -> Path:
@@ -296,6 +298,7 @@ class GCPOTrainer:
         self.history = state["history"]
         self.evaluations = state["evaluations"]
         self.best.load_state_dict(state.get("best"))
+        self.average.load_state_dict(state.get("average"))
         restore_rng(state["rng"])
         self.resumed_from = str(path)
         log.info("resumed from %s at step %d", path, self.step)
@@ -368,6 +371,7 @@ class GCPOTrainer:
         while not self.done():
             before = self.progress()
             entry = self.step_once()
+            self.average.update(self.progress(), self.model.state_dict())
             for key in ("loss", "reward_mean"):
                 if key in entry and not math.isfinite(entry[key]):
                     raise FloatingPointError(f"{key} is {entry[key]} at step {self.step}")
@@ -402,7 +406,7 @@ class GCPOTrainer:
     def select(self, entry: dict[str, Any]) -> None:
         """Log a val evaluation and offer the current weights to the model selection (`BestWeights`)."""
         self.evaluations.append(entry)
-        self.best.offer(self.step, entry.get("expected_acc_no_ties"), self.model.state_dict())
+        self.best.offer(entry, self.model.state_dict())
 
     def summary(self) -> dict[str, float]:
         """Means of the per-step statistics over the run (the whole history)."""
@@ -416,11 +420,12 @@ class GCPOTrainer:
 
     def finish(self) -> dict[str, float]:
         """Final val evaluation, out/model and out/metrics.json; returns the final metrics."""
-        if not self.evaluations or self.evaluations[-1]["step"] != self.step:
-            self.select(self.evaluate())
+        averaged = self.average.apply(self.model)  # the run ends on its tail average
+        if averaged or not self.evaluations or self.evaluations[-1]["step"] != self.step:
+            self.select({**self.evaluate(), **({"averaged_steps": self.average.count} if averaged else {})})
         chosen = self.evaluations[-1]
         if self.best.restore(self.model):  # out/model holds the selected weights
-            chosen = next(e for e in self.evaluations if e["step"] == self.best.step)
+            chosen = self.best.entry
             log.info("selected the weights of step %s (val %.3f) of %d", self.best.step, self.best.value, self.step)
         final = {k: float(v) for k, v in chosen.items() if isinstance(v, (int, float))}
         final.update(self.summary())
@@ -430,6 +435,8 @@ class GCPOTrainer:
                       "train_pairs": float(len(self.train_pairs)), "disagreement_kinds": float(len(self.flagged))})
         if self.best.active:
             final["selected_step"] = float(self.best.step) if self.best.step is not None else math.nan
+        if averaged:
+            final["averaged_steps"] = float(self.average.count)
         save_rrm(self.model, self.processor, self.out / "model")
         report = {
             "final": final, "history": self.history, "evaluations": self.evaluations,

@@ -85,6 +85,11 @@ class GCPOConfig:
         default=0, metadata={"help": "Evaluate on val every this many steps (0 = only at the end)."})
     eval_pairs: int = field(default=128, metadata={"help": "Non-tie val pairs scored (greedy) per evaluation; 0 = none."})
     eval_batch_size: int = field(default=32, metadata={"help": "Items per generation batch when evaluating."})
+    average_tail: float = field(
+        default=0.0,
+        metadata={"help": "Hand on the uniform mean of the weights after every step of the run's last "
+                          "average_tail share of its budget (Polyak / SWA-style; RL steps are noisy) instead of "
+                          "the last weights; 0 = off. The control gets the same (`editr1.training.selection`)."})
     select_points: int = field(
         default=0,
         metadata={"help": "Model selection: evaluate on the val pairs at this many evenly spaced points of the "
@@ -135,6 +140,8 @@ class GCPOConfig:
             raise ValueError("gcpo: need temperature > 0, clip_eps > 0, beta >= 0, lr > 0")
         if min(self.sft_mix, self.sft_mix_verdicts) < 0 or self.sft_mix_batch < 1:
             raise ValueError("gcpo.sft_mix and sft_mix_verdicts must be >= 0, gcpo.sft_mix_batch >= 1")
+        if not 0.0 <= self.average_tail <= 1.0:
+            raise ValueError(f"gcpo.average_tail must be in [0, 1], got {self.average_tail}")
         if self.select_points < 0 or (self.select_points > 0 and self.eval_pairs <= 0):
             raise ValueError("gcpo.select_points must be >= 0, and > 0 only with eval_pairs > 0")
         if self.oversample_disagreement <= 0:

@@ -35,15 +35,16 @@ from editr1.training.sft import SFTConfig, run_sft
 
 def control_config(sft: SFTConfig, gcpo: GCPOConfig, seconds: float, steps: int = 0) -> SFTConfig:
     """SFT continued from the SFT model for the same compute as GCPO: a wall-clock budget (or a
-    step count), no intermediate evaluation but GCPO's model selection (the same points, start and
-    val pairs: `editr1.training.selection`), caption warm-up skipped (the model is already trained:
-    caption-only steps would spend the control's budget off its task), one process (GCPO holds the
-    other core). The optimizer is SFT's (``sft.optimizer``), fresh. The lr warm-up stays: a fresh
-    Adam's first step moves every weight by about the peak lr — without a warm-up that step cost the
-    full profile's control 1.3 points under its SFT start (README: the control)."""
+    step count), no intermediate evaluation but GCPO's model selection and tail averaging (the same
+    points, start, val pairs and tail: `editr1.training.selection`), caption warm-up skipped (the
+    model is already trained: caption-only steps would spend the control's budget off its task), one
+    process (GCPO holds the other core). The optimizer is SFT's (``sft.optimizer``), fresh. The lr
+    warm-up stays: a fresh Adam's first step moves every weight by about the peak lr — without a
+    warm-up that step cost the full profile's control 1.3 points under its SFT start (README: the
+    control)."""
     return replace(sft, max_seconds=seconds, max_steps=steps, eval_every=0, caption_warmup_steps=0, workers=1,
                    select_points=gcpo.select_points, select_start=gcpo.select_start, eval_pairs=gcpo.eval_pairs,
-                   eval_batch_size=gcpo.eval_batch_size)
+                   eval_batch_size=gcpo.eval_batch_size, average_tail=gcpo.average_tail)
 
 
 def _control(cfg: SFTConfig, storage: Path, trajectories: Path, principles: Path, out: Path, init: Path) -> dict:

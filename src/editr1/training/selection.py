@@ -1,10 +1,12 @@
 """Model selection on val for the RRM trainers: keep the weights of the best of a few evaluations.
 
-    best = BestWeights(points=4)
-    if best.due(progress_before, progress_after):            # a point of the budget was crossed
-        best.offer(step, evaluate()["expected_acc_no_ties"], trainable_state(model))
+    best, average = BestWeights(points=4), TailAverage(tail=0.4)
+    average.update(progress_after, weights)                   # after every step (from the tail's start)
+    if best.due(progress_before, progress_after):             # a point of the budget was crossed
+        best.offer(evaluate(), weights)                        # {"step": …, "expected_acc_no_ties": …}
     ...
-    best.restore(model)                                       # the best evaluation's weights, before saving
+    average.apply(model); best.offer(evaluate(), weights)      # the end: the average is the last candidate
+    best.restore(model)                                        # the best evaluation's weights, before saving
 
 GCPO and its same-compute control both evaluate at ``points`` evenly spaced points of their run's
 budget (progress = max(step / max_steps, seconds / max_seconds), `editr1.training.optim.run_progress`):
@@ -13,8 +15,14 @@ after 1/points, 2/points, … of it, the last at its end, and, with ``start``, b
 returns its start). Both score the same val pairs (`val_pairs`), so the selection is the same
 procedure on both sides of the comparison; the test split is never looked at.
 
-The kept weights are part of the trainers' checkpoints (`state_dict`), so a resumed run selects
-exactly what an uninterrupted one does.
+Tail averaging (`TailAverage`): the uniform mean of the weights after every step of the run's last
+``tail`` share (progress > 1 − tail) — Polyak / SWA-style averaging of the iterates, which RL steps
+make noisy (GCPO's checkpoints 20 steps apart differ by up to 3 points on test; README: "Run L"). With
+selection on, the average is one more candidate, evaluated at the end; without it, the average is
+the run's model.
+
+The kept and averaged weights are part of the trainers' checkpoints (`state_dict`), so a resumed run
+ends exactly where an uninterrupted one does.
 """
 
 from __future__ import annotations
@@ -51,6 +59,7 @@ class BestWeights:
         self.step: int | None = None
         self.value = -math.inf
         self.weights: dict[str, torch.Tensor] | None = None
+        self.entry: dict[str, Any] | None = None  # the kept weights' evaluation
         self.candidates: list[dict[str, float]] = []
 
     @property
@@ -61,15 +70,17 @@ class BestWeights:
         """Whether a run that moved from progress ``before`` to ``after`` (in [0, 1]) crossed one of the points."""
         return self.active and math.floor(after * self.points + 1e-9) > math.floor(before * self.points + 1e-9)
 
-    def offer(self, step: int, value: float | None, weights: Mapping[str, torch.Tensor]) -> bool:
-        """Keep a copy of ``weights`` when ``value`` (the val accuracy at ``step``) beats the best so far."""
+    def offer(self, entry: Mapping[str, Any], weights: Mapping[str, torch.Tensor]) -> bool:
+        """Keep a copy of ``weights`` when the evaluation ``entry`` (its "step" and val accuracy
+        `METRIC`, None or NaN when nothing parsed) beats the best so far."""
         if not self.active:
             return False
+        value = entry.get(METRIC)
         value = float("nan") if value is None else float(value)
-        self.candidates.append({"step": step, "value": value})
+        self.candidates.append({"step": entry["step"], "value": value})
         if not value > self.value:  # NaN never wins
             return False
-        self.step, self.value = step, value
+        self.step, self.value, self.entry = entry["step"], value, dict(entry)
         self.weights = {name: tensor.detach().to("cpu", copy=True) for name, tensor in weights.items()}
         return True
 
@@ -88,10 +99,61 @@ class BestWeights:
                 "selected_value": None if self.step is None else self.value, "candidates": list(self.candidates)}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "value": self.value, "weights": self.weights, "candidates": list(self.candidates)}
+        return {"step": self.step, "value": self.value, "weights": self.weights, "entry": self.entry,
+                "candidates": list(self.candidates)}
 
     def load_state_dict(self, state: Mapping[str, Any] | None) -> None:
         if state is None:  # a checkpoint from a run without selection
             return
         self.step, self.value, self.weights = state["step"], state["value"], state["weights"]
+        self.entry = state["entry"]
         self.candidates = list(state["candidates"])
+
+
+class TailAverage:
+    """The running uniform mean of the weights over the run's last ``tail`` share (0 = off)."""
+
+    def __init__(self, tail: float) -> None:
+        if not 0.0 <= tail <= 1.0:
+            raise ValueError(f"the averaged tail must be in [0, 1], got {tail}")
+        self.tail = tail
+        self.count = 0
+        self.weights: dict[str, torch.Tensor] | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.tail > 0
+
+    def update(self, progress: float, weights: Mapping[str, torch.Tensor]) -> bool:
+        """Fold the weights after a step that brought the run to ``progress`` into the mean, once the
+        tail has begun; True when they were folded in. Other than floating-point tensors are kept as last seen."""
+        if not self.active or progress <= 1.0 - self.tail + 1e-12:
+            return False
+        self.count += 1
+        if self.weights is None:
+            self.weights = {name: t.detach().clone() for name, t in weights.items()}  # on the weights' device
+            return True
+        for name, tensor in weights.items():
+            mean = self.weights[name]
+            if mean.is_floating_point():
+                mean.add_(tensor.detach().to(mean.device, mean.dtype) - mean, alpha=1.0 / self.count)
+            else:
+                mean.copy_(tensor.detach())
+        return True
+
+    def apply(self, model: torch.nn.Module) -> bool:
+        """Load the mean into ``model`` (its other parameters untouched); False when nothing was averaged."""
+        if self.weights is None:
+            return False
+        _, unexpected = model.load_state_dict(self.weights, strict=False)
+        if unexpected:
+            raise ValueError(f"averaged weights do not fit the model: unexpected {unexpected[:3]}")
+        return True
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"count": self.count, "weights": self.weights}
+
+    def load_state_dict(self, state: Mapping[str, Any] | None) -> None:
+        if state is None:  # a checkpoint from a run without averaging
+            return
+        self.count, self.weights = state["count"], state["weights"]

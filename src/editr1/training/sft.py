@@ -62,7 +62,7 @@ from editr1.training.forward import (compile_decoder, packed_loss_weights, packe
                                      packed_target_logits, self_fed)
 from editr1.training.losses import IGNORE_INDEX, linear_cross_entropy, sft_token_loss
 from editr1.training.optim import build_optimizer, run_progress
-from editr1.training.selection import BestWeights, val_pairs
+from editr1.training.selection import BestWeights, TailAverage, val_pairs
 from editr1.training.sft_config import RUN_FIELDS, SFTConfig, lr_factor
 from editr1.training.sft_eval import teacher_forced, val_marks
 from editr1.training.stratify import PairKindSampler, balanced_weights, edit_kinds
@@ -105,6 +105,7 @@ class SFTTrainer:
         self.vision_report: dict[str, float] = {}
         self._targets: dict = {}  # encode_sft_batch's target_cache: each target tokenised once
         self.best = BestWeights(cfg.select_points, cfg.select_start)
+        self.average = TailAverage(cfg.average_tail)
 
     # ------------------------------------------------------------------ setup
 
@@ -283,6 +284,7 @@ class SFTTrainer:
             "vision_report": self.vision_report,
             "loss_window": (self._loss_sum, self._loss_steps),
             "best": self.best.state_dict(),
+            "average": self.average.state_dict(),
             "config": dataclasses.asdict(self.cfg),
         }
 
@@ -313,6 +315,7 @@ class SFTTrainer:
         self.vision_report = state.get("vision_report") or self.vision_report
         self._loss_sum, self._loss_steps = state["loss_window"]
         self.best.load_state_dict(state.get("best"))
+        self.average.load_state_dict(state.get("average"))
         restore_rng(state["rng"])
         self.resumed_from = str(path)
         log.info("resumed from %s at step %d", path, self.step)
@@ -409,6 +412,8 @@ class SFTTrainer:
             self.train_seconds += time.perf_counter() - started
             self.step += 1
             self._loss_sum += loss
+            if lead:
+                self.average.update(self.progress(), self._trainable())
             self._loss_steps += 1
             if not math.isfinite(loss):
                 raise FloatingPointError(f"training loss is {loss} at step {self.step}")
@@ -465,8 +470,10 @@ class SFTTrainer:
     def select(self, entry: dict[str, Any]) -> None:
         """Log a val evaluation and offer the trainable weights to the model selection (`BestWeights`)."""
         self.history.append(entry)
-        self.best.offer(self.step, entry.get("expected_acc_no_ties"),
-                        {name: p for name, p in self.model.named_parameters() if p.requires_grad})
+        self.best.offer(entry, self._trainable())
+
+    def _trainable(self) -> dict[str, Tensor]:
+        return {name: p for name, p in self.model.named_parameters() if p.requires_grad}
 
     # ------------------------------------------------------------------ the end
 
@@ -475,11 +482,12 @@ class SFTTrainer:
         (rank 0 only: other data-parallel ranks return an empty dict)."""
         if parallel.rank() > 0:
             return {}
-        if not self.history or self.history[-1]["step"] != self.step:
-            self.select(self.evaluate())
+        averaged = self.average.apply(self.model)  # the run ends on its tail average
+        if averaged or not self.history or self.history[-1]["step"] != self.step:
+            self.select({**self.evaluate(), **({"averaged_steps": self.average.count} if averaged else {})})
         chosen = self.history[-1]
         if self.best.restore(self.model):  # out/model holds the selected weights
-            chosen = next(e for e in self.history if e["step"] == self.best.step)
+            chosen = self.best.entry
             log.info("selected the weights of step %s (val %.3f) of %d", self.best.step, self.best.value, self.step)
         final = {k: float(v) for k, v in chosen.items() if isinstance(v, (int, float))}
         sample = encode_sft_batch(self.processor, self.train_examples[: min(64, len(self.train_examples))])
@@ -497,6 +505,8 @@ class SFTTrainer:
         })
         if self.best.active:
             final["selected_step"] = float(self.best.step) if self.best.step is not None else math.nan
+        if averaged:
+            final["averaged_steps"] = float(self.average.count)
         model = self.model
         if self.cfg.lora:
             model = model.merge_and_unload()

@@ -167,6 +167,11 @@ class SFTConfig:
     eval_every: int = field(default=0, metadata={"help": "Evaluate on val every this many steps (0 = only at the end)."})
     eval_pairs: int = field(
         default=64, metadata={"help": "Val human pairs scored (by generation) at each evaluation; 0 = none."})
+    average_tail: float = field(
+        default=0.0,
+        metadata={"help": "Hand on the uniform mean of the (trainable) weights after every step of the run's last "
+                          "average_tail share of its budget instead of the last weights; 0 = off. The "
+                          "same-compute control gets GCPO's (`editr1.training.selection`)."})
     select_points: int = field(
         default=0,
         metadata={"help": "Model selection: evaluate on the val pairs at this many evenly spaced points of the "
@@ -221,6 +226,8 @@ class SFTConfig:
             raise ValueError(f"sft.tiny_tokenizer must be one of {TOKENIZERS}, got {self.tiny_tokenizer!r}")
         if self.max_steps <= 0 and self.max_seconds <= 0:
             raise ValueError("sft: set max_steps or max_seconds (both 0 would never stop)")
+        if not 0.0 <= self.average_tail <= 1.0:
+            raise ValueError(f"sft.average_tail must be in [0, 1], got {self.average_tail}")
         if self.select_points < 0 or (self.select_points > 0 and self.eval_pairs <= 0):
             raise ValueError("sft.select_points must be >= 0, and > 0 only with eval_pairs > 0")
         if not self.description_weight > 0:
