@@ -87,11 +87,11 @@ def test_the_control_continues_sft_on_judgements_from_its_first_step():
 
     sft = SFTConfig(caption_batch_size=4, caption_warmup_steps=300, warmup_steps=40, workers=2, eval_every=50,
                     eval_pairs=64)
-    gcpo = GCPOConfig(select_points=3, select_start=True, eval_pairs=200, eval_batch_size=16)
+    gcpo = GCPOConfig(select_points=3, select_start=True, eval_pairs=200, eval_batch_size=16, average_tail=0.4)
     control = control_config(sft, gcpo, 90.0)
     # GCPO's model selection, on the same val pairs: the comparison stays one procedure on both sides
     assert (control.select_points, control.select_start) == (3, True)
-    assert (control.eval_pairs, control.eval_batch_size) == (200, 16)
+    assert (control.eval_pairs, control.eval_batch_size, control.average_tail) == (200, 16, 0.4)
     # the lr warm-up stays: a fresh Adam's first step at the peak lr shakes a converged model
     assert (control.caption_warmup_steps, control.warmup_steps, control.workers, control.eval_every) == (0, 40, 1, 0)
     assert (control.max_seconds, control.max_steps) == (90.0, 0)

@@ -26,7 +26,9 @@ could have written (`score_exact`, `rollout.ExactScore`); the KL to the SFT mode
 Checkpoints every `checkpoint_every` steps under out/checkpoints/ (model, optimizer, sampler, RNG, history)
 and resumes exactly: the sampling seed of step s is derived from (seed, s), so a resumed run draws the same
 traces as an uninterrupted one (when max_steps sets its length; a max_seconds budget depends on the
-machine's speed). Writes out/model/ (`save_rrm`) and out/metrics.json (history, val evaluations, final metrics).
+machine's speed). Writes out/model/ (`save_rrm`) and out/metrics.json (history, val evaluations, final metrics);
+out/model is the last weights, or with `average_tail` their tail average and with `select_points` the best val
+evaluation's (`editr1.training.selection`).
 
 From a shell (`gcpo` section of params.yaml, with overrides)::
 

@@ -9,7 +9,9 @@ evaluates every ``eval_every`` steps on ``val`` (loss, parse rate, pairwise accu
 readouts on human pairs), checkpoints every ``checkpoint_every`` steps under ``out/checkpoints/``
 and resumes from the newest valid checkpoint exactly (same weights as an uninterrupted run when
 the run length is set by ``max_steps``; a ``max_seconds`` budget depends on the machine's speed).
-Writes the final model to ``out/model/`` (`editr1.models.load_rrm` reads it) and ``out/metrics.json``.
+Writes the final model to ``out/model/`` (`editr1.models.load_rrm` reads it) and ``out/metrics.json``; with
+``average_tail`` / ``select_points`` that model is the tail average / the best val evaluation's weights
+(`editr1.training.selection`).
 
 From a shell (``sft`` section of params.yaml, with overrides)::
 
