@@ -1,4 +1,4 @@
-"""Model selection on val for the RRM trainers: keep the weights of the best of a few evaluations.
+"""Which weights the RRM trainers hand on: the best of a few val evaluations, or the mean of the last steps.
 
     best, average = BestWeights(points=4), TailAverage(tail=0.4)
     average.update(progress_after, weights)                   # after every step (from the tail's start)
@@ -17,9 +17,9 @@ procedure on both sides of the comparison; the test split is never looked at.
 
 Tail averaging (`TailAverage`): the uniform mean of the weights after every step of the run's last
 ``tail`` share (progress > 1 − tail) — Polyak / SWA-style averaging of the iterates, which RL steps
-make noisy (GCPO's checkpoints 20 steps apart differ by up to 3 points on test; README: "Run L"). With
-selection on, the average is one more candidate, evaluated at the end; without it, the average is
-the run's model.
+make noisy (GCPO's checkpoints 20 steps apart differ by 3–5 points on test; README: "Run L"). With
+selection on, the average is the end's candidate in place of the last weights; without it, the
+average is the run's model.
 
 The kept and averaged weights are part of the trainers' checkpoints (`state_dict`), so a resumed run
 ends exactly where an uninterrupted one does.
