@@ -63,3 +63,18 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=240):
         yield
+
+
+class Killed(Exception):
+    """Raised in place of a SIGKILL right after a trainer's checkpoint (`die_after_checkpoint`)."""
+
+
+def die_after_checkpoint(trainer) -> None:
+    """Make ``trainer.save_checkpoint`` raise `Killed` once it has saved its first checkpoint."""
+    save = trainer.save_checkpoint
+
+    def save_then_die():
+        save()
+        raise Killed
+
+    trainer.save_checkpoint = save_then_die

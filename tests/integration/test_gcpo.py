@@ -46,6 +46,7 @@ from editr1.rrm.scoring import encode_quadruples
 from editr1.training.rollout import (INPUT_KEYS, sample_completions, score_token_mask, score_traces, select_groups,
                                      token_logprobs)
 from editr1.world import WorldConfig, write_batch
+from tests.integration.conftest import Killed, die_after_checkpoint
 
 torch.set_num_threads(1)
 
@@ -466,13 +467,7 @@ def test_model_selection_writes_the_best_val_weights_and_survives_a_resume(world
 
     first = trainer_for(world, tmp_path / "resumed", **settings)  # dies right after its step-3 checkpoint
     first.evaluate = scripted(first)
-    save = first.save_checkpoint
-
-    def save_then_die():
-        save()
-        raise Killed
-
-    first.save_checkpoint = save_then_die
+    die_after_checkpoint(first)
     with pytest.raises(Killed):
         run_trainer(first)
     resumed = trainer_for(world, tmp_path / "resumed", **settings)
@@ -480,10 +475,6 @@ def test_model_selection_writes_the_best_val_weights_and_survives_a_resume(world
     assert run_trainer(resumed)["selected_step"] == 1.0 and resumed.resumed_from is not None
     again = load_file(tmp_path / "resumed" / "model" / "model.safetensors")
     assert all(torch.equal(saved[k], again[k]) for k in saved)
-
-
-class Killed(Exception):
-    pass
 
 
 def run_trainer(trainer: GCPOTrainer) -> dict[str, float]:
@@ -514,13 +505,7 @@ def test_tail_averaging_hands_on_the_mean_of_the_last_steps_and_survives_a_resum
     assert not all(torch.equal(model[k], after[4][k]) for k in model)
 
     first = trainer_for(world, tmp_path / "resumed", **settings)  # dies right after its step-3 checkpoint
-    save = first.save_checkpoint
-
-    def save_then_die():
-        save()
-        raise Killed
-
-    first.save_checkpoint = save_then_die
+    die_after_checkpoint(first)
     with pytest.raises(Killed):
         run_trainer(first)
     resumed = trainer_for(world, tmp_path / "resumed", **settings)

@@ -27,6 +27,7 @@ from safetensors.torch import load_file
 from editr1.demo import run_demo
 from editr1.training.sft import SFTConfig, SFTTrainer, run_sft
 from editr1.training.stratify import edit_kinds
+from tests.integration.conftest import Killed, die_after_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -400,10 +401,6 @@ def test_vision_pretraining_trains_on_to_its_accuracy_floor_or_its_cap(lake, tmp
         dataclasses.replace(FAST, vision_pretrain_min_acc=1.5)
 
 
-class Killed(Exception):
-    pass
-
-
 def test_model_selection_writes_the_best_val_weights_and_survives_a_resume(lake, tmp_path):
     # Four points over eight steps and the start; val accuracy is scripted per step so the best
     # (step 2) lies before the checkpoint the second run resumes from (step 6).
@@ -434,14 +431,7 @@ def test_model_selection_writes_the_best_val_weights_and_survives_a_resume(lake,
     assert json.loads((tmp_path / "straight" / "metrics.json").read_text())["selection"]["selected_step"] == 2
 
     first = trainer_at(tmp_path / "resumed")  # dies right after its step-6 checkpoint
-    save = first.save_checkpoint
-
-    def save_then_die():
-        save()
-        if first.step == 6:
-            raise Killed
-
-    first.save_checkpoint = save_then_die
+    die_after_checkpoint(first)
     with pytest.raises(Killed):
         first.train()
     resumed = trainer_at(tmp_path / "resumed")
@@ -479,13 +469,7 @@ def test_tail_averaging_hands_on_the_mean_of_the_last_steps_and_survives_a_resum
             assert torch.equal(p.detach(), after[8][name])
 
     first = trainer_at(tmp_path / "resumed")  # dies right after its step-7 checkpoint
-    save = first.save_checkpoint
-
-    def save_then_die():
-        save()
-        raise Killed
-
-    first.save_checkpoint = save_then_die
+    die_after_checkpoint(first)
     with pytest.raises(Killed):
         first.train()
     resumed = trainer_at(tmp_path / "resumed")

@@ -70,7 +70,7 @@ from editr1.training.losses import (categorical_kl, expected_action_objective, g
 from editr1.training.rollout import (ExactScore, Rollout, generation_budget, rollout_stats, sample_rollout,
                                      score_action_logprobs, score_token_mask, score_traces, select_groups, step_seed,
                                      token_logprobs)
-from editr1.training.selection import BestWeights, TailAverage, val_pairs
+from editr1.training.selection import BestWeights, TailAverage, hand_on, val_pairs
 from editr1.training.sft_mix import SFTMix
 from editr1.training.stratify import PairKindSampler, disagreement_kinds, kind_weights, teacher_accuracy
 from editr1.world.truth import WorldTruth
@@ -422,23 +422,12 @@ class GCPOTrainer:
 
     def finish(self) -> dict[str, float]:
         """Final val evaluation, out/model and out/metrics.json; returns the final metrics."""
-        averaged = self.average.apply(self.model)  # the run ends on its tail average
-        if averaged or not self.evaluations or self.evaluations[-1]["step"] != self.step:
-            self.select({**self.evaluate(), **({"averaged_steps": self.average.count} if averaged else {})})
-        chosen = self.evaluations[-1]
-        if self.best.restore(self.model):  # out/model holds the selected weights
-            chosen = self.best.entry
-            log.info("selected the weights of step %s (val %.3f) of %d", self.best.step, self.best.value, self.step)
-        final = {k: float(v) for k, v in chosen.items() if isinstance(v, (int, float))}
+        final = hand_on(self.model, self.best, self.average, self.evaluations, self.step, self.evaluate, self.select)
         final.update(self.summary())
         final.update({k: final[f"mean_{k}"] for k in ("zero_advantage_frac", "zero_signal_frac")
                       if f"mean_{k}" in final})  # the run's means under the summary's names
         final.update({"steps": float(self.step), "train_seconds": self.train_seconds,
                       "train_pairs": float(len(self.train_pairs)), "disagreement_kinds": float(len(self.flagged))})
-        if self.best.active:
-            final["selected_step"] = float(self.best.step) if self.best.step is not None else math.nan
-        if averaged:
-            final["averaged_steps"] = float(self.average.count)
         save_rrm(self.model, self.processor, self.out / "model")
         report = {
             "final": final, "history": self.history, "evaluations": self.evaluations,

@@ -27,8 +27,9 @@ ends exactly where an uninterrupted one does.
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,8 @@ import torch
 from editr1.lake.catalog import curated_pairs
 
 METRIC = "expected_acc_no_ties"
+
+log = logging.getLogger(__name__)
 
 
 def val_pairs(storage: Path, checklists: Mapping[str, Any], limit: int) -> list[dict[str, Any]]:
@@ -56,8 +59,6 @@ class BestWeights:
             raise ValueError(f"selection points must be >= 0, got {points}")
         self.points = points
         self.start = start and points > 0
-        self.step: int | None = None
-        self.value = -math.inf
         self.weights: dict[str, torch.Tensor] | None = None
         self.entry: dict[str, Any] | None = None  # the kept weights' evaluation
         self.candidates: list[dict[str, float]] = []
@@ -65,6 +66,14 @@ class BestWeights:
     @property
     def active(self) -> bool:
         return self.points > 0
+
+    @property
+    def step(self) -> int | None:
+        return None if self.entry is None else self.entry["step"]
+
+    @property
+    def value(self) -> float:
+        return -math.inf if self.entry is None else float(self.entry[METRIC])
 
     def due(self, before: float, after: float) -> bool:
         """Whether a run that moved from progress ``before`` to ``after`` (in [0, 1]) crossed one of the points."""
@@ -80,18 +89,13 @@ class BestWeights:
         self.candidates.append({"step": entry["step"], "value": value})
         if not value > self.value:  # NaN never wins
             return False
-        self.step, self.value, self.entry = entry["step"], value, dict(entry)
+        self.entry = dict(entry)
         self.weights = {name: tensor.detach().to("cpu", copy=True) for name, tensor in weights.items()}
         return True
 
     def restore(self, model: torch.nn.Module) -> bool:
         """Load the kept weights into ``model`` (its other parameters untouched); False when none are kept."""
-        if self.weights is None:
-            return False
-        missing, unexpected = model.load_state_dict(self.weights, strict=False)
-        if unexpected:
-            raise ValueError(f"kept weights do not fit the model: unexpected {unexpected[:3]}")
-        return True
+        return _load_into(model, self.weights, "kept")
 
     def report(self) -> dict[str, Any]:
         """The selected step and val accuracy, and every candidate's (for metrics.json)."""
@@ -99,14 +103,12 @@ class BestWeights:
                 "selected_value": None if self.step is None else self.value, "candidates": list(self.candidates)}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "value": self.value, "weights": self.weights, "entry": self.entry,
-                "candidates": list(self.candidates)}
+        return {"weights": self.weights, "entry": self.entry, "candidates": list(self.candidates)}
 
     def load_state_dict(self, state: Mapping[str, Any] | None) -> None:
         if state is None:  # a checkpoint from a run without selection
             return
-        self.step, self.value, self.weights = state["step"], state["value"], state["weights"]
-        self.entry = state["entry"]
+        self.weights, self.entry = state["weights"], state["entry"]
         self.candidates = list(state["candidates"])
 
 
@@ -143,12 +145,7 @@ class TailAverage:
 
     def apply(self, model: torch.nn.Module) -> bool:
         """Load the mean into ``model`` (its other parameters untouched); False when nothing was averaged."""
-        if self.weights is None:
-            return False
-        _, unexpected = model.load_state_dict(self.weights, strict=False)
-        if unexpected:
-            raise ValueError(f"averaged weights do not fit the model: unexpected {unexpected[:3]}")
-        return True
+        return _load_into(model, self.weights, "averaged")
 
     def state_dict(self) -> dict[str, Any]:
         return {"count": self.count, "weights": self.weights}
@@ -157,3 +154,35 @@ class TailAverage:
         if state is None:  # a checkpoint from a run without averaging
             return
         self.count, self.weights = state["count"], state["weights"]
+
+
+def _load_into(model: torch.nn.Module, weights: Mapping[str, torch.Tensor] | None, what: str) -> bool:
+    """Load ``weights`` (a subset of the model's names) into ``model``; False when there are none."""
+    if weights is None:
+        return False
+    _, unexpected = model.load_state_dict(weights, strict=False)
+    if unexpected:
+        raise ValueError(f"{what} weights do not fit the model: unexpected {unexpected[:3]}")
+    return True
+
+
+def hand_on(model: torch.nn.Module, best: BestWeights, average: TailAverage, evaluations: list[dict[str, Any]],
+            step: int, evaluate: Callable[[], dict[str, Any]], select: Callable[[dict[str, Any]], None]
+            ) -> dict[str, float]:
+    """The end of a run, shared by the trainers: load the tail average into ``model`` (when on), evaluate
+    the end unless ``evaluations`` (the run's val evaluations, which ``select`` appends to and offers to
+    ``best``) already end at ``step``, then load the selected weights (when on). Returns the numbers of
+    the evaluation of the weights ``model`` now holds, with ``selected_step`` / ``averaged_steps``."""
+    averaged = average.apply(model)  # the run ends on its tail average
+    if averaged or not evaluations or evaluations[-1]["step"] != step:
+        select({**evaluate(), **({"averaged_steps": average.count} if averaged else {})})
+    chosen = evaluations[-1]
+    if best.restore(model):  # the selected weights are the run's model
+        chosen = best.entry
+        log.info("selected the weights of step %s (val %.3f) of %d", best.step, best.value, step)
+    final = {k: float(v) for k, v in chosen.items() if isinstance(v, (int, float))}
+    if best.active:
+        final["selected_step"] = float(best.step) if best.step is not None else math.nan
+    if averaged:
+        final["averaged_steps"] = float(average.count)
+    return final

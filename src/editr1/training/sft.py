@@ -64,7 +64,7 @@ from editr1.training.forward import (compile_decoder, packed_loss_weights, packe
                                      packed_target_logits, self_fed)
 from editr1.training.losses import IGNORE_INDEX, linear_cross_entropy, sft_token_loss
 from editr1.training.optim import build_optimizer, run_progress
-from editr1.training.selection import BestWeights, TailAverage, val_pairs
+from editr1.training.selection import BestWeights, TailAverage, hand_on, val_pairs
 from editr1.training.sft_config import RUN_FIELDS, SFTConfig, lr_factor
 from editr1.training.sft_eval import teacher_forced, val_marks
 from editr1.training.stratify import PairKindSampler, balanced_weights, edit_kinds
@@ -484,14 +484,7 @@ class SFTTrainer:
         (rank 0 only: other data-parallel ranks return an empty dict)."""
         if parallel.rank() > 0:
             return {}
-        averaged = self.average.apply(self.model)  # the run ends on its tail average
-        if averaged or not self.history or self.history[-1]["step"] != self.step:
-            self.select({**self.evaluate(), **({"averaged_steps": self.average.count} if averaged else {})})
-        chosen = self.history[-1]
-        if self.best.restore(self.model):  # out/model holds the selected weights
-            chosen = self.best.entry
-            log.info("selected the weights of step %s (val %.3f) of %d", self.best.step, self.best.value, self.step)
-        final = {k: float(v) for k, v in chosen.items() if isinstance(v, (int, float))}
+        final = hand_on(self.model, self.best, self.average, self.history, self.step, self.evaluate, self.select)
         sample = encode_sft_batch(self.processor, self.train_examples[: min(64, len(self.train_examples))])
         counts = token_counts(sample)
         n_sample = sample["input_ids"].shape[0]
@@ -505,10 +498,6 @@ class SFTTrainer:
             "kept_encodings": float(sum(len(c) for c in (self._encoded, self._caption_encoded) if c is not None)),
             **self.vision_report,
         })
-        if self.best.active:
-            final["selected_step"] = float(self.best.step) if self.best.step is not None else math.nan
-        if averaged:
-            final["averaged_steps"] = float(self.average.count)
         model = self.model
         if self.cfg.lora:
             model = model.merge_and_unload()
