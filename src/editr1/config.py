@@ -112,6 +112,10 @@ class EvaluateConfig:
     batch_size: int = field(default=32, metadata={"help": "Items per generation batch."})
     max_new_tokens: int = field(default=320, metadata={"help": "Generation budget per judgement."})
     max_pairs: int = field(default=0, metadata={"help": "Cap on evaluated pairs per split, 0 = all."})
+    calibration_pairs: int = field(
+        default=0,
+        metadata={"help": "Cap on the calibration split's pairs: a seeded sample of that many, 0 = the max_pairs cap. "
+                          "One threshold per readout needs a few hundred pairs, and every model scores them."})
     bootstrap: int = field(default=1000, metadata={"help": "Paired bootstrap resamples for the CIs."})
     seed: int = field(default=0, metadata={"help": "Seed of sampling, the random baseline and the bootstrap."})
     workers: int = field(
@@ -122,6 +126,9 @@ class EvaluateConfig:
     def __post_init__(self):
         if self.workers < 1:
             raise ValueError(f"evaluate.workers must be >= 1, got {self.workers}")
+        if self.max_pairs < 0 or self.calibration_pairs < 0:
+            raise ValueError(f"evaluate.max_pairs and calibration_pairs must be >= 0, got {self.max_pairs} and "
+                             f"{self.calibration_pairs}")
 
 
 STAGE_CONFIGS: dict[str, type] = {

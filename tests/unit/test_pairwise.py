@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from editr1.config import EvaluateConfig
 from editr1.evaluation.pairwise import (
     bootstrap_ci,
     calibrate_tie_threshold,
@@ -14,6 +15,7 @@ from editr1.evaluation.pairwise import (
     pairwise_accuracy,
     pairwise_correct,
 )
+from editr1.evaluation.report import calibration_sample
 
 
 def test_strict_inequality_equal_and_missing_scores_are_wrong():
@@ -86,3 +88,22 @@ def test_bootstrap_ci_contains_the_true_difference():
     assert bootstrap_ci(correct_a, correct_a, n=100) == (0.0, 0.0, 0.0)
     with pytest.raises(ValueError, match="paired"):
         bootstrap_ci([True], [True, False])
+
+
+def test_calibration_sample_is_a_seeded_subset_in_order():
+    pairs = [{"pair_id": f"p{i:02d}"} for i in range(40)]
+    sample = calibration_sample(pairs, 10, seed=3)
+    assert len(sample) == 10
+    ids = [p["pair_id"] for p in sample]
+    assert ids == sorted(ids)  # kept in the split's order
+    assert len(set(ids)) == 10
+    assert sample == calibration_sample(pairs, 10, seed=3)  # same seed, same pairs
+    assert sample != calibration_sample(pairs, 10, seed=4)
+    assert ids != [f"p{i:02d}" for i in range(10)]  # a sample, not the first rows
+    assert calibration_sample(pairs, 0, seed=3) == pairs  # 0: all of them
+    assert calibration_sample(pairs, 40, seed=3) == pairs
+
+
+def test_negative_pair_caps_are_refused():
+    with pytest.raises(ValueError, match="calibration_pairs"):
+        EvaluateConfig(calibration_pairs=-1)

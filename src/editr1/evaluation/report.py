@@ -3,10 +3,10 @@ human pairs, in one table.
 
     run_rrm_eval(cfg, storage, models={"sft": path, "gcpo": path}, principles_path, out, teacher)
 
-For each model: val pairs calibrate the tie threshold per readout, test pairs give accuracy without
-ties (strict; equal or missing scores are wrong — the paper's protocol) and with ties, per category,
-per pair kind (world batches), parse rate, score histogram, and per-principle agreement with the
-verifier's gold labels. Baselines: `random` (seeded uniform scores) and `teacher` (the cold-start
+For each model: val pairs (all, or a seeded sample of `evaluate.calibration_pairs`) calibrate the tie
+threshold per readout, test pairs give accuracy without ties (strict; equal or missing scores are wrong —
+the paper's protocol) and with ties, per category, per pair kind (world batches), parse rate, score
+histogram, and per-principle agreement with the verifier's gold labels. Baselines: `random` (seeded uniform scores) and `teacher` (the cold-start
 teacher's own parsed scores). Paired bootstrap 95% CIs of accuracy differences between models.
 Writes `out/rrm_eval.json` and a readable `out/rrm_eval.md`. With `evaluate.workers` > 1 the models
 are scored in that many processes (`score_models`).
@@ -43,6 +43,15 @@ READOUTS = ("parsed", "expected")
 def _pairs(storage: Path, split: str, limit: int) -> list[dict[str, Any]]:
     rows = curated_pairs(storage, split).to_pylist()
     return rows[:limit] if limit else rows
+
+
+def calibration_sample(pairs: Sequence[dict[str, Any]], size: int, seed: int) -> list[dict[str, Any]]:
+    """``size`` of ``pairs`` drawn without replacement (seeded), in their order; all of them when
+    ``size`` is 0 or not smaller. A sample, not the first rows: a split's rows come grouped by source."""
+    if not size or size >= len(pairs):
+        return list(pairs)
+    keep = np.sort(np.random.default_rng(seed).choice(len(pairs), size, replace=False))
+    return [pairs[i] for i in keep]
 
 
 def _correct(scores: list[PairScore], readout: str) -> list[bool]:
@@ -115,8 +124,9 @@ def score_models(cfg: EvaluateConfig, models: Mapping[str, str | Path], test: Se
     if cfg.workers > 1 and len(jobs) > 1:
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(min(cfg.workers, len(jobs)), mp_context=ctx, initializer=_one_thread) as pool:
+            # longest first, so that the workers end close together
             futures = [(name, split, pool.submit(_score_job, models[name], list(pairs), store, checklists, kwargs))
-                       for name, split, pairs in jobs]
+                       for name, split, pairs in sorted(jobs, key=lambda job: -len(job[2]))]
             for name, split, future in futures:
                 out[name][split] = future.result()
     else:
@@ -133,7 +143,7 @@ def run_rrm_eval(cfg: EvaluateConfig, storage: Path, models: Mapping[str, str | 
     checklists = load_principles(principles_path)
     images = ImageLoader(store)
     test = _pairs(storage, cfg.split, cfg.max_pairs)
-    calib = _pairs(storage, cfg.calibration_split, cfg.max_pairs)
+    calib = calibration_sample(_pairs(storage, cfg.calibration_split, cfg.max_pairs), cfg.calibration_pairs, cfg.seed)
     if not test:
         raise ValueError(f"no curated pairs in split {cfg.split!r}")
     truth = WorldTruth.from_lake(storage)
