@@ -6,8 +6,9 @@ human pairs, in one table.
 For each model: val pairs (all, or a seeded sample of `evaluate.calibration_pairs`) calibrate the tie
 threshold per readout, test pairs give accuracy without ties (strict; equal or missing scores are wrong —
 the paper's protocol) and with ties, per category, per pair kind (world batches), parse rate, score
-histogram, and per-principle agreement with the verifier's gold labels. Baselines: `random` (seeded uniform scores) and `teacher` (the cold-start
-teacher's own parsed scores). Paired bootstrap 95% CIs of accuracy differences between models.
+histogram, and per-principle agreement with the verifier's gold labels. Baselines: `random` (seeded
+uniform scores) and `teacher` (the cold-start teacher's own parsed scores). Paired bootstrap 95% CIs of
+accuracy differences between models.
 Writes `out/rrm_eval.json` and a readable `out/rrm_eval.md`. With `evaluate.workers` > 1 the models
 are scored in that many processes (`score_models`).
 """
