@@ -39,7 +39,7 @@ from editr1.teachers.factory import build_teacher
 from editr1.teachers.params import TeacherConfig
 from editr1.training.checkpoint import save_checkpoint
 from editr1.training.data import SFTExample, encode_sft_batch, model_inputs, quadruple_of
-from editr1.training.gcpo import GCPOConfig, GCPOTrainer, run_gcpo
+from editr1.training.gcpo import GCPOConfig, GCPOTrainer
 from editr1.training.losses import sft_token_loss
 from editr1.models.rrm import generate_ids
 from editr1.rrm.scoring import encode_quadruples
