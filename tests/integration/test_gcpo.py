@@ -419,6 +419,27 @@ def test_score_kl_holds_the_score_distribution(world, tmp_path):
         GCPOConfig(score_kl_pairs="unsolved")
 
 
+def test_exact_log_weights_the_exact_term_by_the_inverse_expected_reward(world, tmp_path):
+    # exact_log > 0: each trace's exact term is divided by max(R̄, floor) (the gradient of log R̄), so the
+    # same rollout ends with other weights than the linear reward's, and the mean weight is logged (>= 1).
+    weights = {}
+    for floor in (0.0, 0.05):
+        trainer = trainer_for(world, tmp_path / f"run{floor}", max_steps=1, policy_tokens="score_exact",
+                              tau_readout="parsed", max_new_tokens=48, beta=0.0, exact_log=floor)
+        trainer.setup(resume=False)
+        entry = trainer.step_once()
+        assert entry["updated"] == 1.0 and entry["exact_share"] > 0
+        assert ("exact_weight" in entry) == (floor > 0)
+        if floor > 0:
+            assert 1.0 <= entry["exact_weight"] <= 1.0 / floor
+        weights[floor] = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    assert any(not torch.equal(weights[0.0][k], weights[0.05][k]) for k in weights[0.0])
+    for bad in ({"exact_log": 0.1}, {"exact_log": -0.1, "policy_tokens": "score_exact", "tau_readout": "parsed"},
+                {"exact_log": 1.5, "policy_tokens": "score_exact", "tau_readout": "parsed"}):
+        with pytest.raises(ValueError, match="exact_log"):
+            GCPOConfig(**bad)
+
+
 @pytest.mark.parametrize("solved", [False, True])
 def test_score_kl_on_solved_pairs_holds_only_those(world, tmp_path, monkeypatch, solved):
     # score_kl_pairs solved: the KL covers the rows of the pairs `solved_pairs` marks and no others; with

@@ -14,6 +14,7 @@ from editr1.training.losses import (
     build_sft_labels,
     categorical_kl,
     exact_reward_spread,
+    expected_rewards,
     expected_action_objective,
     flow_sde_step_mean,
     gaussian_kl_equal_std,
@@ -394,6 +395,24 @@ def test_exact_reward_spread_by_hand():
     logp = t([[0.5, 0.25, 0.25, 0.0], [0.7, 0.3, 0.0, 0.0]]).log()
     rewards = t([[0.0, 1.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0]])
     assert_close(exact_reward_spread(logp, rewards), t([0.5, 0.0]))
+
+
+def test_expected_rewards_and_the_log_weighting_by_hand():
+    # p = [.5, .25, .2, .05], R = [0, 1, 1, 0] -> R̄ = .45; p = [.97, .02, .005, .005], R = [0, 1, 0, 0] -> R̄ = .02
+    logp = t([[0.5, 0.25, 0.2, 0.05], [0.97, 0.02, 0.005, 0.005]]).log()
+    rewards = t([[0.0, 1.0, 1.0, 0.0], [0.0, 1.0, 0.0, 0.0]])
+    assert_close(expected_rewards(logp, rewards), t([0.45, 0.02]))
+    # At the first epoch the exact term weighted by 1 / R̄_old has the gradient of log R̄ (`exact_log`):
+    # d log R̄ / d logit_a = p_a (R_a - R̄) / R̄. Row 2 (a pair ordered wrong with confidence) gets
+    # .97 * (0 - .02) / .02 = -.97 on its likely action instead of the reward's -.0194.
+    logits = logp.clone().requires_grad_(True)
+    new = torch.log_softmax(logits, -1)
+    weights = 1.0 / expected_rewards(logp, rewards).clamp(min=0.01)
+    (expected_action_objective(new, logp, rewards, t([0.3, 0.7]), 0.2) * weights).sum().backward()
+    direct = logp.clone().requires_grad_(True)
+    (torch.log_softmax(direct, -1).exp() * rewards).sum(-1).log().sum().backward()
+    assert_close(logits.grad, direct.grad)
+    assert logits.grad[1, 0].item() == pytest.approx(-0.97)
 
 
 def test_mean_advantage_over_length_by_hand():

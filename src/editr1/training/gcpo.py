@@ -120,7 +120,7 @@ def gcpo_update(model: torch.nn.Module, processor: RRMProcessor, optimizer: torc
             # the same traces every epoch: the policy term's tokens are found once
             policy_mask = score_token_mask(processor, sub) if cfg.policy_tokens == "score" else None
             if cfg.policy_tokens == "score_exact":
-                exact = ExactScore.of(model, processor, rollout, scored, r_w, r_l)
+                exact = ExactScore.of(model, processor, rollout, scored, r_w, r_l, log_floor=cfg.exact_log)
                 adv = adv.masked_fill(exact.rows.to(adv.device), 0.0)  # their policy term is the exact one
                 info.update(exact.stats())
         else:
@@ -133,7 +133,7 @@ def gcpo_update(model: torch.nn.Module, processor: RRMProcessor, optimizer: torc
             objective = expected_action_objective(exact.logp, exact.logp_old, exact.rewards, exact.baseline,
                                                   cfg.clip_eps)
             exact_rows = exact.rows.to(objective.device)
-            loss = loss - (objective * exact_rows).sum() / objective.shape[0]
+            loss = loss - (objective * exact.weights * exact_rows).sum() / objective.shape[0]
             if cfg.score_kl > 0:
                 held = exact_rows & solved.to(exact_rows.device) if cfg.score_kl_pairs == "solved" else exact_rows
                 score_kl = (categorical_kl(exact.logp, sub.score_logp_ref) * held).sum() / objective.shape[0]

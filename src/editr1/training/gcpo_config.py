@@ -58,6 +58,13 @@ class GCPOConfig:
         metadata={"help": "With policy_tokens score_exact: weight of the exact KL between the policy's and the SFT "
                           "model's distributions over each trace's score (0 = off). The k3 KL averages over a "
                           "trace's ~120 tokens, so it hardly holds the one token score_exact trains."})
+    exact_log: float = field(
+        default=0.0,
+        metadata={"help": "With policy_tokens score_exact: > 0 maximizes the log of each trace's expected reward "
+                          "instead of the reward itself — its exact term weighted by 1 / max(R̄, exact_log), R̄ = "
+                          "Σ_v p(v) R(v) under the sampling policy — so a pair the policy orders wrong with "
+                          "confidence keeps its gradient (the reward's vanishes with p of the winning scores); "
+                          "0 = off (DESIGN §6's reward)."})
     score_kl_pairs: str = field(default="all", metadata={"help": "Pairs score_kl holds: 'all', or 'solved' (every "
                                                          "sampled score of the better image above every other)."})
     stratify: bool = field(
@@ -144,6 +151,9 @@ class GCPOConfig:
             raise ValueError(f"gcpo.average_tail must be in [0, 1], got {self.average_tail}")
         if self.select_points < 0 or (self.select_points > 0 and self.eval_pairs <= 0):
             raise ValueError("gcpo.select_points must be >= 0, and > 0 only with eval_pairs > 0")
+        if not 0.0 <= self.exact_log <= 1.0 or (self.exact_log > 0 and self.policy_tokens != "score_exact"):
+            raise ValueError(f"gcpo.exact_log must be in [0, 1], and > 0 only with policy_tokens score_exact, "
+                             f"got {self.exact_log}")
         if self.oversample_disagreement <= 0:
             raise ValueError("gcpo.oversample_disagreement must be > 0")
 

@@ -236,6 +236,14 @@ def expected_action_objective(logp_new: Tensor, logp_old: Tensor, rewards: Tenso
     return (old.exp() * objective).sum(-1)
 
 
+def expected_rewards(logp: Tensor, rewards: Tensor) -> Tensor:
+    """R̄ = Σ_a p(a) R_a: [B] the expected reward of each row's action under the policy (no grad).
+
+    logp, rewards: [B, K] as in `expected_action_objective`.
+    """
+    return (logp.detach().exp() * rewards.detach().to(logp.dtype)).sum(-1)
+
+
 def exact_reward_spread(logp_old: Tensor, rewards: Tensor) -> Tensor:
     """How much the exact score term can still move a trace's expected reward: Σ_a p_old(a) |R_a - R̄|
     with R̄ = Σ_a p_old(a) R_a, the policy's own expected reward.
@@ -247,7 +255,7 @@ def exact_reward_spread(logp_old: Tensor, rewards: Tensor) -> Tensor:
     """
     p = logp_old.detach().exp()
     r = rewards.detach().to(p.dtype)
-    mean = (p * r).sum(-1, keepdim=True)
+    mean = expected_rewards(logp_old, rewards).unsqueeze(-1)
     return (p * (r - mean).abs()).sum(-1)
 
 

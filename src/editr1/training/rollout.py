@@ -54,7 +54,7 @@ from editr1.models.tokenizer import ENDOFTEXT, IM_END, SCORE_OPEN, single_token_
 from editr1.rrm.items import Quadruple
 from editr1.rrm.parser import parse_output
 from editr1.rrm.scoring import encode_quadruples, expected_from_logits, last_token_positions, score_vocabulary
-from editr1.training.losses import exact_reward_spread, score_action_rewards, solved_pairs
+from editr1.training.losses import exact_reward_spread, expected_rewards, score_action_rewards, solved_pairs
 
 READOUTS = ("expected", "parsed")
 INPUT_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "pixel_values", "image_grid_thw")
@@ -271,29 +271,38 @@ class ExactScore:
     PPO surrogate averaged over every score it could have written (`expected_action_objective`),
     each scored by `score_action_rewards` against the other side's traces, with the group's mean
     sampled reward as baseline. rows [B] bool: the traces it covers (the others keep the sampled
-    policy term over all their tokens); logp [B, S + 1]: the current policy's, updated each epoch."""
+    policy term over all their tokens); logp [B, S + 1]: the current policy's, updated each epoch;
+    weights [B]: each trace's term is multiplied by it (1, or 1 / max(R̄, floor) with `log_floor`:
+    the gradient of log R̄ instead of R̄, R̄ the trace's expected reward under the sampling policy)."""
 
     rows: Tensor
     logp: Tensor
     logp_old: Tensor
     rewards: Tensor
     baseline: Tensor
+    weights: Tensor
+    log_floor: float = 0.0
 
     @classmethod
     def of(cls, model: Qwen2_5_VLForConditionalGeneration, processor: RRMProcessor, rollout: Rollout,
-           scored: ScoredTraces, r_w: Tensor, r_l: Tensor) -> "ExactScore":
+           scored: ScoredTraces, r_w: Tensor, r_l: Tensor, log_floor: float = 0.0) -> "ExactScore":
         logp, values, has = score_action_logprobs(model, processor, rollout, scored.hidden)
         tau = scored.tau  # [P, 2, N]
         rewards = score_action_rewards(tau[:, 0], tau[:, 1], values).reshape(logp.shape).to(logp.device)
         means = torch.stack([r_w, r_l], dim=1).mean(-1, keepdim=True).expand(tau.shape)  # [P, 2, N]
         rows = has & ~tau.reshape(-1).isnan()
-        return cls(rows, logp, logp.detach(), rewards, means.reshape(-1).to(logp.device))
+        weights = torch.ones(logp.shape[0], device=logp.device)
+        if log_floor > 0:  # d log R̄ = dR̄ / R̄: a pair ordered wrong with confidence keeps its gradient
+            weights = 1.0 / expected_rewards(logp.detach(), rewards).clamp(min=log_floor)
+        return cls(rows, logp, logp.detach(), rewards, means.reshape(-1).to(logp.device), weights, log_floor)
 
     def stats(self, quiet: float = 0.01) -> dict[str, float]:
         """exact_share: traces it covers; exact_signal: their mean `exact_reward_spread`;
         zero_signal_frac: the share of them whose spread is under `quiet` (nothing left to learn there)."""
         spread = exact_reward_spread(self.logp_old, self.rewards)[self.rows.to(self.logp_old.device)]
         out = {"exact_share": float(self.rows.float().mean())}
+        if spread.numel() and self.log_floor > 0:
+            out["exact_weight"] = float(self.weights[self.rows.to(self.weights.device)].mean())
         if spread.numel():
             out.update(exact_signal=float(spread.mean()), zero_signal_frac=float((spread < quiet).float().mean()))
         return out
