@@ -293,7 +293,7 @@ class ExactScore:
         rows = has & ~tau.reshape(-1).isnan()
         weights = torch.ones(logp.shape[0], device=logp.device)
         if log_floor > 0:  # d log R̄ = dR̄ / R̄: a pair ordered wrong with confidence keeps its gradient
-            weights = 1.0 / expected_rewards(logp.detach(), rewards).clamp(min=log_floor)
+            weights = 1.0 / expected_rewards(logp, rewards).clamp(min=log_floor)
         return cls(rows, logp, logp.detach(), rewards, means.reshape(-1).to(logp.device), weights, log_floor)
 
     def stats(self, quiet: float = 0.01) -> dict[str, float]:
@@ -301,10 +301,10 @@ class ExactScore:
         zero_signal_frac: the share of them whose spread is under `quiet` (nothing left to learn there)."""
         spread = exact_reward_spread(self.logp_old, self.rewards)[self.rows.to(self.logp_old.device)]
         out = {"exact_share": float(self.rows.float().mean())}
-        if spread.numel() and self.log_floor > 0:
-            out["exact_weight"] = float(self.weights[self.rows.to(self.weights.device)].mean())
         if spread.numel():
             out.update(exact_signal=float(spread.mean()), zero_signal_frac=float((spread < quiet).float().mean()))
+            if self.log_floor > 0:
+                out["exact_weight"] = float(self.weights[self.rows.to(self.weights.device)].mean())
         return out
 
 
