@@ -412,6 +412,47 @@ def test_side_by_side_description_puts_each_shape_next_to_what_became_of_it():
         "green star top left → same, blue square top right → same, red circle bottom left → same, on gray → same")
 
 
+def test_a_marked_target_opens_its_own_entry_and_nothing_else():
+    from editr1.teachers.oracle_text import describe, describe_changes
+    from editr1.world.scene import ImageEffects, Scene, Shape
+
+    source = Scene("gray", (Shape(0, "circle", "red", 2, 0), Shape(1, "square", "blue", 0, 2)))
+    edited = Scene("gray", (Shape(1, "square", "green", 0, 2),))
+    assert describe_changes(source, edited, ImageEffects(), target=1) == (
+        "target blue square top right → green square top right, red circle bottom left → gone, on gray → same")
+    assert describe_changes(source, edited, ImageEffects(), target=0) == (
+        "blue square top right → green square top right, target red circle bottom left → gone, on gray → same")
+    assert describe_changes(source, edited, ImageEffects(), target=None) == describe_changes(
+        source, edited, ImageEffects())
+    assert describe(source, ImageEffects(), target=0) == "blue square top right, target red circle bottom left, on gray"
+
+
+@pytest.mark.parametrize("style", ["side_by_side", "scenes"])
+def test_mark_target_names_the_instructions_target_and_changes_nothing_but_the_description(big, style):
+    _, truth = big
+    from editr1.world.scene import position_name
+
+    plain, marked = teacher(truth, reasoning_style=style), teacher(truth, reasoning_style=style, mark_target=True)
+    seen = Counter()
+    for e in truth.edits()[::5]:
+        q = quad_of(plain, e)
+        source = truth.source(e.source_sha, e.instruction)
+        for a, b in zip(plain.traces([q], k=3, temperature=1.0)[0], marked.traces([q], k=3, temperature=1.0)[0]):
+            first_a, first_b = a.split("\n")[0], b.split("\n")[0]
+            assert a.split("\n")[1:] == b.split("\n")[1:]  # check lines, verdicts and score unchanged
+            assert parse_output(b).parse_ok and parse_output(b).principles_ok, b
+            if e.spec.target is None:
+                assert first_b == first_a
+                seen["no target"] += 1
+                continue
+            assert first_b.count("target ") == 1 and first_b.replace("target ", "", 1) == first_a
+            shape = source.scene.shape(e.spec.target)
+            head = first_b.split("target ", 1)[1].split(",")[0].split(" → ")[0]  # the target's source entry
+            assert head.endswith(f"{shape.kind} {position_name(shape.row, shape.col, source.scene.grid_size)}"), head
+            seen["marked"] += 1
+    assert seen["marked"] > 50 and seen["no target"] > 10, seen
+
+
 def test_side_by_side_traces_keep_the_checks_verdicts_and_scores_of_scene_traces(big):
     _, truth = big
     scenes, side = teacher(truth, reasoning_style="scenes"), teacher(truth)

@@ -245,7 +245,9 @@ class OracleTeacher:
         believed = [c.verdict(seen) for c in checks]
         labels = [(c.label, c.value(seen)) for c in checks]
         questions = [c.principle.question for c in checks]
-        templates, source, edited = descriptions(self.cfg.reasoning_style, seen.source, seen.edited, seen.effects)
+        target = seen.spec.target if self.cfg.mark_target else None
+        templates, source, edited = descriptions(self.cfg.reasoning_style, seen.source, seen.edited, seen.effects,
+                                                 target)
         p_error = self.flaws.error_probability(temperature)
         out = []
         for index in range(k):

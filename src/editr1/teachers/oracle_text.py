@@ -72,15 +72,21 @@ def _background(scene: Scene) -> str:
     return paint_name(scene.background, scene.background_blend_to, scene.background_blend)
 
 
-def describe(scene: Scene, effects: ImageEffects) -> str:
+def describe(scene: Scene, effects: ImageEffects, target: int | None = None) -> str:
     """E.g. "red circle top left, small blue square center, on gray; white border".
 
     Shapes are named in reading order (top to bottom, left to right), so the description is a
     function of the image: listed in the scene's creation order, the first shape named would be any
-    of them, and a tiny RRM learns only which words are likely, not to read the image.
+    of them, and a tiny RRM learns only which words are likely, not to read the image. With a
+    `target` id, that shape's entry opens with "target " (`TeacherConfig.mark_target`).
     """
-    shapes = ", ".join(_shape(s, scene.grid_size) for s in _reading_order(scene.shapes)) or "no shapes"
+    shapes = ", ".join(_marked(s.id, target, _shape(s, scene.grid_size))
+                       for s in _reading_order(scene.shapes)) or "no shapes"
     return f"{shapes}, on {_background(scene)}{_damage(effects)}"
+
+
+def _marked(shape_id: int, target: int | None, entry: str) -> str:
+    return f"target {entry}" if target is not None and shape_id == target else entry
 
 
 def _reading_order(shapes: Iterable[Shape]) -> list[Shape]:
@@ -97,18 +103,22 @@ def _side(a: str, b: str) -> str:
     return f"{a} → {'same' if a == b else b}"
 
 
-def describe_changes(source: Scene, edited: Scene, effects: ImageEffects) -> str:
+def describe_changes(source: Scene, edited: Scene, effects: ImageEffects, target: int | None = None) -> str:
     """Both images side by side, e.g. "red circle top left → green circle top left, blue square
     center → same, new small star bottom, on gray → same; blurry".
 
     Each source shape (reading order) is followed by what became of it ("gone" when it left), then
     the shapes that appeared, then the background and the edited image's damage. Every word a check
     line needs sits next to the word it is compared with, instead of ~30 tokens away in the other
-    image's description (`reasoning_style: side_by_side`; README: what it changed).
+    image's description (`reasoning_style: side_by_side`; README: what it changed). With a `target`
+    id, the instruction's target opens with "target " ("target red circle top left → same"), so the
+    check lines that ask about the target can read its entry instead of guessing it from the
+    instruction or from the shape that changed (`TeacherConfig.mark_target`; README).
     """
     grid = source.grid_size
     after = {s.id: _shape(s, grid) for s in edited.shapes}
-    parts = [_side(_shape(s, grid), after.get(s.id, "gone")) for s in _reading_order(source.shapes)]
+    parts = [_marked(s.id, target, _side(_shape(s, grid), after.get(s.id, "gone")))
+             for s in _reading_order(source.shapes)]
     parts += [f"new {_shape(s, grid)}" for s in _reading_order(s for s in edited.shapes if s.id not in source.ids())]
     background = _side(_background(source), _background(edited))
     return f"{', '.join(parts or ['no shapes'])}, on {background}{_damage(effects)}"
@@ -417,12 +427,13 @@ SIDE_BY_SIDE_TEMPLATES = (
 )
 
 
-def descriptions(style: str, source: Scene, edited: Scene,
-                 effects: ImageEffects) -> tuple[tuple[Template, ...], str, str]:
-    """The phrasings and the {source} and {edited} texts of a trace in `TeacherConfig.reasoning_style`."""
+def descriptions(style: str, source: Scene, edited: Scene, effects: ImageEffects,
+                 target: int | None = None) -> tuple[tuple[Template, ...], str, str]:
+    """The phrasings and the {source} and {edited} texts of a trace in `TeacherConfig.reasoning_style`;
+    `target` (a source shape id, or None) is marked in the source's entries."""
     if style == "side_by_side":
-        return SIDE_BY_SIDE_TEMPLATES, describe_changes(source, edited, effects), ""
-    return TEMPLATES, describe(source, NO_EFFECTS), describe(edited, effects)
+        return SIDE_BY_SIDE_TEMPLATES, describe_changes(source, edited, effects, target), ""
+    return TEMPLATES, describe(source, NO_EFFECTS, target), describe(edited, effects)
 
 
 def write_reasoning(template: Template, source: str, edited: str, lines: list[tuple[str, str, bool]]) -> str:

@@ -78,6 +78,14 @@ class TeacherConfig:
                   "green circle top left.\"). The tiny RRM orders test pairs better after side_by_side SFT "
                   "(README, \"Training the RRM\")."},
     )
+    mark_target: bool = field(
+        default=False,
+        metadata={"help": "Oracle: open the instruction's target shape's entry in the description with \"target\" "
+                  "(\"target red circle top left → same\"), so a check line about the target reads that entry; "
+                  "without it a tiny RRM often writes the requested value or the changed shape's instead "
+                  "(README, \"Training the RRM\": the wrong-object diagnosis). Edits without a target shape "
+                  "(addition, background) are unchanged."},
+    )
     score_decimals: int = field(
         default=0,
         metadata={"help": "Oracle: decimals of the final score (0 or 1; perfect writes 1)."},
