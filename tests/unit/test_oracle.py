@@ -429,9 +429,9 @@ def test_a_marked_target_opens_its_own_entry_and_nothing_else():
 
 @pytest.mark.parametrize("style", ["side_by_side", "scenes"])
 def test_mark_target_names_the_instructions_target_and_changes_nothing_but_the_description(big, style):
-    _, truth = big
     from editr1.world.scene import position_name
 
+    _, truth = big
     plain, marked = teacher(truth, reasoning_style=style), teacher(truth, reasoning_style=style, mark_target=True)
     seen = Counter()
     for e in truth.edits()[::5]:
@@ -440,7 +440,8 @@ def test_mark_target_names_the_instructions_target_and_changes_nothing_but_the_d
         for a, b in zip(plain.traces([q], k=3, temperature=1.0)[0], marked.traces([q], k=3, temperature=1.0)[0]):
             first_a, first_b = a.split("\n")[0], b.split("\n")[0]
             assert a.split("\n")[1:] == b.split("\n")[1:]  # check lines, verdicts and score unchanged
-            assert parse_output(b).parse_ok and parse_output(b).principles_ok, b
+            judged = parse_output(b)
+            assert judged.parse_ok and judged.principles_ok, b
             if e.spec.target is None:
                 assert first_b == first_a
                 seen["no target"] += 1

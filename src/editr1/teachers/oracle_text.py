@@ -86,7 +86,7 @@ def describe(scene: Scene, effects: ImageEffects, target: int | None = None) -> 
 
 
 def _marked(shape_id: int, target: int | None, entry: str) -> str:
-    return f"target {entry}" if target is not None and shape_id == target else entry
+    return f"target {entry}" if shape_id == target else entry
 
 
 def _reading_order(shapes: Iterable[Shape]) -> list[Shape]:
